@@ -1,0 +1,1 @@
+"""The paper's studies for benchmarks.compare: presets, experiments, rendering."""

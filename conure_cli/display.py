@@ -1,0 +1,114 @@
+"""Rich rendering for the CLI: progress bars fed by the pipeline's events, the accuracy matrix."""
+from __future__ import annotations
+
+import math
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)  # progress and messages on stderr; stdout stays for results / JSON
+out = Console()
+
+
+class StageBars:
+    """A progress bar per training stage, driven by tasks.progress events."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 disable=not console.is_terminal and not _force())
+        self.current = None
+
+    def __enter__(self) -> "StageBars":
+        from tasks import progress
+
+        self.progress.start()
+        progress.add_sink(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from tasks import progress
+
+        progress.remove_sink(self)
+        self.progress.stop()
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "stage_start":
+            self.current = self.progress.add_task(f"{event['task']} · {event['stage']}",
+                                                  total=max(int(event.get("epochs") or 0), 1), info="")
+        elif kind == "epoch" and self.current is not None and event.get("epoch"):
+            loss = event.get("loss")
+            info = f"loss {loss:.4f} · valid {event.get('valid', float('nan')):.4f}" if loss is not None else ""
+            self.progress.update(self.current, completed=int(event["epoch"]), info=info)
+        elif kind == "prune" and self.current is not None:
+            self.progress.update(self.current, completed=1, info=f"free {event.get('free', 0):.1%}")
+        elif kind == "stage_end" and self.current is not None:
+            task = self.progress.tasks[-1]
+            self.progress.update(self.current, completed=task.total, info=f"{event.get('seconds', 0):.1f} s")
+            self.current = None
+        elif kind == "step" and event.get("state") == "Cached":
+            self.progress.console.print(f"[dim]cached[/dim] {event.get('name')}", highlight=False)
+
+
+def _force() -> bool:
+    import os
+
+    return os.environ.get("CONURE_PROGRESS") == "1"
+
+
+def fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return f"{v:.4f}"
+
+
+def matrix_table(report: dict) -> Table:
+    """Accuracy matrix: row i = after learning task i, column j = task j's test metric."""
+    tasks = report["tasks"]
+    table = Table(title=f"lineage '{report['lineage']}' ({report['strategy']}): test metric after each task",
+                  title_justify="left")
+    table.add_column("after \\ task", style="bold")
+    for t in tasks:
+        table.add_column(f"{t}\n{report['metric'][t]}", justify="right")
+    table.add_column("free capacity", justify="right")
+    for i, (t, row) in enumerate(zip(tasks, report["matrix"])):
+        free = report["free_capacity"][i] if i < len(report["free_capacity"]) else None
+        table.add_row(t, *[fmt(v) for v in row], "" if free is None else f"{free:.1%}")
+    return table
+
+
+def print_report(report: dict, file=None) -> None:
+    target = Console(file=file) if file else out
+    target.print(matrix_table(report))
+    if report.get("state_digest"):
+        target.print(f"state digest: {report['state_digest']}", highlight=False)
+
+
+def error(message: str) -> None:
+    """One line on stderr (never a traceback)."""
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"conure: error: {line}\n")
+
+
+def comparison_table(report: dict) -> Table:
+    """This lineage against its backfilled orderings / strategies: final metrics and backward transfer."""
+    tasks = report["tasks"]
+    table = Table(title="comparison (final test metric per task)", title_justify="left")
+    for col in ("lineage", "strategy", "order"):
+        table.add_column(col)
+    for t in tasks:
+        table.add_column(t, justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("BWT", justify="right")
+    rows = [{"lineage": report["lineage"], "strategy": report["strategy"], "tasks": tasks, **report}]
+    rows += report.get("backfills", [])
+    for r in rows:
+        final = r.get("final") or {}
+        table.add_row(r["lineage"], r["strategy"], ",".join(r["tasks"]), *[fmt(final.get(t)) for t in tasks],
+                      fmt(r.get("final_average")), fmt(r.get("backward_transfer")))
+    return table

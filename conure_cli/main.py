@@ -1,0 +1,241 @@
+"""The ``conure`` command: run, learn, validate, backfill, report, predict, ui, serve.
+
+Every error is one line (what went wrong and where to look) with exit code 1; ``--debug`` shows the
+traceback. Results go to stdout (``--json`` for machines); progress and messages go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from conure_cli.display import StageBars, console, error, print_report
+
+_STATE = {"debug": os.environ.get("CONURE_DEBUG") == "1"}
+
+
+class _App(typer.Typer):
+    """Typer app that turns any exception into one line on stderr and exit code 1."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit:
+            raise
+        except KeyboardInterrupt:
+            error("interrupted; a re-run resumes at the step that was running.")
+            sys.exit(130)
+        except BaseException as exc:  # noqa: BLE001 - the top of the program: report, never a traceback
+            if _STATE["debug"]:
+                traceback.print_exc()
+            error(describe(exc))
+            sys.exit(1)
+
+
+def describe(exc: BaseException) -> str:
+    """One sentence for an exception: our own errors carry theirs; others get where to look."""
+    own = {"PipelineError", "ContractError", "DataError", "ConfigError", "CheckpointError", "LineageError",
+           "CapacityError", "StrategyError", "ReportError"}
+    msg = " ".join(str(exc).split()) or exc.__class__.__name__
+    if type(exc).__name__ in own:
+        return msg
+    home = os.environ.get("CONURE_HOME", ".conure")
+    return (f"unexpected {type(exc).__name__}: {msg[:300]}; re-run with --debug for the traceback "
+            f"(run files: {home}, MLflow: `conure ui`).")
+
+
+app = _App(name="conure", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+           help="Conure: continual user-representation learning as a Prefect + MLflow pipeline. "
+                "Run files live under $CONURE_HOME (default ./.conure).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's own logs.")) -> None:
+    _STATE["debug"] = _STATE["debug"] or debug
+
+
+def _flows():
+    """Import the flows (and Prefect) only when a command needs them; keep Prefect's console quiet."""
+    import tasks  # noqa: F401  (Prefect settings first)
+    import flows.backfill  # noqa: F401
+    import flows.learn  # noqa: F401
+    from tasks.settings import quiet_prefect_console
+
+    quiet_prefect_console(_STATE["debug"])
+    return sys.modules["flows.learn"], sys.modules["flows.backfill"]
+
+
+def _emit(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+
+
+LINEAGE = typer.Option("default", "--lineage", "-l", help="Lineage name (one model accumulating tasks).")
+
+
+@app.command()
+def run(lineage: str = LINEAGE,
+        preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
+    """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order
+    and print the accuracy matrix. A second run re-uses every step (all cache hits)."""
+    learn_mod, _ = _flows()
+    console.print(f"conure run: lineage '{lineage}', preset '{preset}' (first flow starts Prefect's local server)")
+    with StageBars():
+        report = learn_mod.run_default(lineage=lineage, preset=preset)
+    _emit(report, as_json)
+    if not as_json:
+        _where(report)
+
+
+@app.command()
+def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + data.parquet/.csv."),
+          lineage: str = LINEAGE,
+          preset: Optional[str] = typer.Option(None, help="Preset when the lineage is new (default quick)."),
+          floor: float = typer.Option(0.5, help="Least share of the task's users known to T1."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
+    """Validate a task folder and teach it to a lineage (the first task of a lineage must be its T1 sequence task)."""
+    learn_mod, _ = _flows()
+    with StageBars():
+        report = learn_mod.learn_task(task_dir=str(task_dir), lineage=lineage, preset=preset, floor=floor)
+    _emit(report, as_json)
+
+
+@app.command()
+def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
+             lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
+                                                   help="Check users against this lineage's T1 (item/class tasks)."),
+             floor: float = typer.Option(0.5, help="Least share of the task's users known to T1.")) -> None:
+    """Check a task folder against its data contract (Great Expectations) without learning it."""
+    import tasks  # noqa: F401
+    from data_contracts.ingest import validate_task_dir
+    from tasks.adapters import abs_path
+    from tasks.settings import Layout
+    from tasks.store import LineageStore
+
+    if not Path(task_dir).is_dir():
+        from tasks.errors import PipelineError
+
+        raise PipelineError(f"task folder {task_dir} does not exist; pass a folder holding task.yaml and a table.")
+    t1 = None
+    if lineage:
+        head = LineageStore().require_head(lineage)
+        t1 = abs_path(Layout().root, head.tasks[0].prepared_path) if head.tasks else None
+    summary = validate_task_dir(task_dir, t1=t1, known_user_floor=floor)
+    print(str(summary))
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source lineage whose tasks are re-ordered."),
+             order: List[str] = typer.Option(..., help="Comma-separated task names, T1 first (repeat for several)."),
+             strategy: str = typer.Option("conure", help="conure, or a baseline: sinmo, sinmoall, finesmax, "
+                                                          "fineall, peterrec, mtl, dnn, conure-."),
+             from_prefix: int = typer.Option(0, "--from-prefix", help="Share the source's first K learned states."),
+             into: Optional[List[str]] = typer.Option(None, help="Target lineage name per --order "
+                                                                 "(default <lineage>--<strategy>--<order>)."),
+             parallel: int = typer.Option(1, help="Orderings learned at once."),
+             as_json: bool = typer.Option(False, "--json", help="Print the reports as one JSON list.")) -> None:
+    """Learn other orderings of a lineage's tasks (or a baseline strategy) from a prefix of it, each into its own lineage."""
+    _, backfill_mod = _flows()
+    with StageBars():
+        reports = backfill_mod.backfill(lineage=lineage, orders=list(order), strategy=strategy,
+                                        from_prefix=from_prefix, into=list(into) if into else None, parallel=parallel)
+    if as_json:
+        print(json.dumps(reports))
+    else:
+        for r in reports:
+            print_report(r)
+
+
+@app.command()
+def report(lineage: str = LINEAGE,
+           as_json: bool = typer.Option(False, "--json", help="One JSON object: lineage, strategy, tasks, metric, "
+                                                              "matrix, free_capacity, state_digest, backfills.")) -> None:
+    """Accuracy matrix, free capacity and the comparison with backfilled orderings / strategies of a lineage."""
+    import tasks  # noqa: F401
+    from tasks.reporting import lineage_report
+
+    result = lineage_report(lineage)
+    if as_json:
+        print(json.dumps(result))
+        return
+    print_report(result)
+    if result.get("backfills"):
+        from conure_cli.display import comparison_table, out
+
+        out.print(comparison_table(result))
+    _where(result)
+
+
+@app.command()
+def predict(lineage: str = LINEAGE,
+            task: str = typer.Option(..., "--task", "-t", help="A learned task of the lineage."),
+            user: str = typer.Option(..., "--user", "-u", help="User id as in the T1 table."),
+            k: int = typer.Option(10, "-k", help="How many items (item tasks)."),
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user."""
+    import tasks  # noqa: F401
+    from tasks.serving import predict_user
+
+    answer = predict_user(lineage, task, user, k)
+    if as_json:
+        print(json.dumps(answer))
+    elif "label" in answer:
+        probs = ", ".join(f"{l}: {p:.3f}" for l, p in sorted(answer["probabilities"].items(), key=lambda x: -x[1])[:5])
+        print(f"user {user} · {task}: {answer['label']}  ({probs})")
+    else:
+        print(f"user {user} · {task}: top-{len(answer['items'])} " +
+              ", ".join(f"{i} ({s:.3f})" for i, s in zip(answer["items"], answer["scores"])))
+
+
+@app.command()
+def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+       dry_run: bool = typer.Option(False, "--dry-run", help="Print the URL and the command, start nothing.")) -> None:
+    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs."""
+    import subprocess
+
+    import tasks  # noqa: F401
+    from tasks.settings import Layout
+    from tasks.tracking import Tracker
+
+    lay = Layout()
+    base = f"http://127.0.0.1:{port}"
+    url = Tracker(lineage, lay).runs_url(base)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", lay.tracking_uri(),
+           "--default-artifact-root", lay.artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)]
+    print(f"MLflow UI: {url}")
+    print(f"Prefect UI: run `PREFECT_HOME={lay.prefect_home} .venv/bin/prefect server start` "
+          "(flow runs of the embedded server are kept in its database)")
+    if dry_run:
+        print(" ".join(cmd))
+        return
+    subprocess.run(cmd, check=False)
+
+
+@app.command()
+def serve(landing: Optional[Path] = typer.Option(None, help="Landing folder (default $CONURE_HOME/landing)."),
+          lineage: str = LINEAGE,
+          interval: int = typer.Option(300, help="Seconds between landing-folder checks.")) -> None:
+    """Serve the deployments locally (landing watch on a schedule, backfills and learning on demand) until Ctrl-C."""
+    _flows()
+    from deployments.serve import serve_all
+
+    serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval)
+
+
+def _where(report: dict) -> None:
+    console.print(f"details: `conure ui --lineage {report['lineage']}` (MLflow), "
+                  f"`conure report --lineage {report['lineage']}`", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

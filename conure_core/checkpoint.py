@@ -1,0 +1,132 @@
+"""Save / load a lineage state: safetensors (no pickle) + JSON, written atomically.
+
+The JSON (config, tasks, head kinds, vocab sizes, vocabularies) lives in the safetensors header
+metadata, so the single file is the whole state and one ``os.replace`` publishes it; a readable copy
+is written next to it as ``<name>.json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from conure_core.config import ModelConfig
+from conure_core.lineage import Lineage, TaskInfo
+from conure_core.heads import build_head
+
+FORMAT = "conure-lineage/1"
+
+
+class CheckpointError(ValueError):
+    """A state file is missing, not a Conure safetensors state, or inconsistent."""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def lineage_meta(lineage: Lineage) -> dict:
+    """The JSON-safe description of a lineage (no tensors)."""
+    return {"format": FORMAT, "config": lineage.config.to_dict(), "num_items": lineage.num_items,
+            "item_vocab": lineage.item_vocab, "tasks": [i.to_dict() for i in lineage.infos]}
+
+
+def state_bytes(lineage: Lineage) -> bytes:
+    """The serialised state (deterministic for identical weights and metadata)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, p in lineage.params.items():
+        tensors[f"backbone.{name}"] = p.detach().cpu().contiguous()
+    for name, owner in lineage.ownership.maps.items():
+        tensors[f"owner.{name}"] = owner.detach().cpu().contiguous()
+    for i, info in enumerate(lineage.infos):
+        for name, p in lineage.heads[info.name].named_parameters():
+            tensors[f"head.{i}.{name}"] = p.detach().cpu().contiguous()
+    meta = json.dumps(lineage_meta(lineage), sort_keys=True, separators=(",", ":"))
+    return st_save(tensors, metadata={"conure": meta})
+
+
+def save_state(lineage: Lineage, path: str | os.PathLike) -> Path:
+    """Write ``path`` (a .safetensors file) and ``path.with_suffix('.json')`` atomically; returns ``path``."""
+    path = Path(path)
+    data = state_bytes(lineage)
+    _atomic_write(path, data)
+    readable = json.dumps(lineage_meta(lineage), indent=2, sort_keys=True).encode()
+    _atomic_write(path.with_suffix(".json"), readable)
+    return path
+
+
+def _read_checked(path: Path) -> tuple[bytes, dict]:
+    if not path.is_file():
+        raise CheckpointError(f"lineage state {path} does not exist; save one with conure_core.checkpoint.save_state.")
+    data = path.read_bytes()
+    head = data[:8]
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path} is a pickle / torch.save file; refusing to load it (pickle can run code). "
+            "Load it in a trusted session and re-save it with conure_core.checkpoint.save_state.")
+    try:
+        (size,) = struct.unpack("<Q", head)
+        header = json.loads(data[8:8 + size])
+        meta = json.loads(header["__metadata__"]["conure"])
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a Conure safetensors lineage state ({exc.__class__.__name__}); "
+                              "point to a file written by conure_core.checkpoint.save_state.") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has state format {meta.get('format')!r}; this code reads {FORMAT!r}.")
+    return data, meta
+
+
+def load_state(path: str | os.PathLike, device: str | torch.device | None = None) -> Lineage:
+    """Rebuild a Lineage from a state file written by ``save_state`` (no pickle involved)."""
+    path = Path(path)
+    data, meta = _read_checked(path)
+    tensors = st_load(data)
+    config = ModelConfig.from_dict(meta["config"])
+    lineage = Lineage(config, meta["num_items"], meta.get("item_vocab") or [], device=device)
+    try:
+        with torch.no_grad():
+            for name, p in lineage.params.items():
+                p.copy_(tensors[f"backbone.{name}"])
+            for name, owner in lineage.ownership.maps.items():
+                owner.copy_(tensors[f"owner.{name}"])
+            for i, raw in enumerate(meta["tasks"]):
+                info = TaskInfo(**raw)
+                head = build_head(info.kind, config.width, info.num_labels).to(lineage.device)
+                for name, p in head.named_parameters():
+                    p.copy_(tensors[f"head.{i}.{name}"])
+                    p.requires_grad_(False)
+                lineage.heads[info.name] = head
+                lineage.infos.append(info)
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks tensor {exc.args[0]!r}; the file is incomplete or from another model.") from None
+    for p in lineage.params.values():
+        p.requires_grad_(False)
+    return lineage
+
+
+def state_digest(path: str | os.PathLike) -> str:
+    """sha256 of a state file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,182 @@
+"""Model and training configuration, JSON-safe, plus the named presets (`quick`, `paper`)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and what to do."""
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; valid fields are {sorted(names)}.")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """The shape of one lineage's model; fixed for the lineage's life."""
+
+    backbone: str = "tcn"
+    width: int = 64
+    kernel: int = 3
+    # One entry per residual block: the block's first conv uses d, its second 2d (SPEC section 2).
+    dilations: list[int] = field(default_factory=lambda: [1, 4, 1, 4])
+    user_repr: str = "separator"  # "separator" | "last"
+    prune_embedding: bool = False
+    freed_weights: str = "keep"  # "keep" (Conure) | "zero" (PackNet)
+    min_free: float = 0.0  # refuse a new task when the free fraction is <= this floor
+    seed: int = 0
+    device: str = "auto"  # "auto" -> CUDA when present, else CPU
+    bf16: bool = False  # autocast on CUDA only
+    compile: bool = False  # torch.compile the backbone (off in tests)
+    # T1 evaluation targets of held-out users: "all" = every next item that has at least one item of
+    # context (~29 targets per user, so ~140 test users give a usable estimate); "last" = the last item only.
+    t1_targets: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.backbone != "tcn":
+            raise ConfigError(f"ModelConfig.backbone={self.backbone!r} is not available; use 'tcn'.")
+        if self.user_repr not in ("separator", "last"):
+            raise ConfigError(f"ModelConfig.user_repr={self.user_repr!r}; use 'separator' or 'last'.")
+        if self.t1_targets not in ("all", "last"):
+            raise ConfigError(f"ModelConfig.t1_targets={self.t1_targets!r}; use 'all' or 'last'.")
+        if self.freed_weights not in ("keep", "zero"):
+            raise ConfigError(f"ModelConfig.freed_weights={self.freed_weights!r}; use 'keep' or 'zero'.")
+        if self.width <= 0 or self.kernel <= 0 or not self.dilations or min(self.dilations) <= 0:
+            raise ConfigError("ModelConfig width, kernel and every dilation must be positive.")
+        if not 0.0 <= self.min_free < 1.0:
+            raise ConfigError(f"ModelConfig.min_free={self.min_free} must be in [0, 1).")
+        self.dilations = [int(d) for d in self.dilations]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """How one task's stages train; per-task overrides come from the task manifest."""
+
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10  # train stage
+    retrain_epochs: int | None = None  # None -> same as epochs
+    patience: int = 3  # epochs without validation gain before stopping
+    head_l2: float = 0.02  # L2 on the task's head (item / class tasks)
+    sampled_fraction: float = 1.0  # T1 softmax: 1.0 = full, else share of the vocabulary as negatives
+    eval_batch_size: int = 1024
+    prune_ratio: float = 0.7  # share of the task's free weights released for later tasks
+    keep_best: bool = True  # restore the best validation epoch's weights at the end of a stage
+    # Item tasks: batches of whole users' rows (each row once per epoch, same batch size) so the
+    # backbone encodes each user about once per epoch instead of once per row.
+    group_by_user: bool = True
+    # Item-task loss: "bpr" (SPEC), "bpr_logq" (BPR on s - log q of the popularity sampler),
+    # "softmax" (full softmax over the task's items).
+    item_loss: str = "bpr"
+    # Head init: bias = log(train label count + 1) when prior_bias; weights N(0, (head_init / sqrt(C))^2).
+    prior_bias: bool = True
+    head_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0:
+            raise ConfigError("TrainConfig lr and batch_size must be positive and epochs >= 0.")
+        if not 0.0 < self.sampled_fraction <= 1.0:
+            raise ConfigError(f"TrainConfig.sampled_fraction={self.sampled_fraction} must be in (0, 1].")
+        if self.item_loss not in ("bpr", "bpr_logq", "softmax"):
+            raise ConfigError(f"TrainConfig.item_loss={self.item_loss!r}; use 'bpr', 'bpr_logq' or 'softmax'.")
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise ConfigError(f"TrainConfig.prune_ratio={self.prune_ratio} must be in [0, 1).")
+
+    @property
+    def stage_epochs(self) -> dict[str, int]:
+        re = self.epochs if self.retrain_epochs is None else self.retrain_epochs
+        return {"train": self.epochs, "retrain": re}
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> "TrainConfig":
+        """A copy with manifest overrides applied (keys: any field, e.g. prune_ratio, epochs, lr)."""
+        if not overrides:
+            return dataclasses.replace(self)
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in data:
+                raise ConfigError(f"task override {key!r} is not a TrainConfig field; valid: {sorted(data)}.")
+            data[key] = value
+        return TrainConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class Preset:
+    """A model config plus the training config of T1 and of every later task."""
+
+    name: str
+    model: ModelConfig
+    first: TrainConfig
+    later: TrainConfig
+    # Prune ratio per task position (T1, T2, ...); the last value repeats.
+    prune_ratios: list[float] = field(default_factory=lambda: [0.7])
+
+    def train_config(self, index: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The TrainConfig of the task at 0-based position ``index``, with manifest overrides."""
+        base = self.first if index == 0 else self.later
+        ratio = self.prune_ratios[min(index, len(self.prune_ratios) - 1)]
+        return dataclasses.replace(base, prune_ratio=ratio).with_overrides(overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model.to_dict(), "first": self.first.to_dict(),
+                "later": self.later.to_dict(), "prune_ratios": list(self.prune_ratios)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preset":
+        return cls(name=data["name"], model=ModelConfig.from_dict(data["model"]),
+                   first=TrainConfig.from_dict(data["first"]), later=TrainConfig.from_dict(data["later"]),
+                   prune_ratios=list(data["prune_ratios"]))
+
+
+def _quick() -> Preset:
+    # Sized for the six bundled MovieLens-100K tasks in <= 2 minutes on 2 CPU cores.
+    return Preset(
+        name="quick",
+        model=ModelConfig(width=64, dilations=[1, 4, 1, 4]),
+        first=TrainConfig(lr=2e-3, batch_size=64, epochs=12, retrain_epochs=4, patience=3),
+        later=TrainConfig(lr=1e-3, batch_size=512, epochs=6, retrain_epochs=3, patience=2),
+        prune_ratios=[0.7, 0.8, 0.9, 0.8, 0.9],
+    )
+
+
+def _paper() -> Preset:
+    # SPEC section 4 and the paper's six-task TTL run (prune 70, 80, 90, 80, 90 %).
+    return Preset(
+        name="paper",
+        model=ModelConfig(width=256, dilations=[1, 4] * 4),
+        first=TrainConfig(lr=1e-3, batch_size=32, epochs=30, patience=5),
+        later=TrainConfig(lr=1e-4, batch_size=512, epochs=30, patience=5),
+        prune_ratios=[0.7, 0.8, 0.9, 0.8, 0.9],
+    )
+
+
+PRESETS: dict[str, Preset] = {"quick": _quick(), "paper": _paper()}
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return Preset.from_dict(PRESETS[name].to_dict())

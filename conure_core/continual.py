@@ -1,0 +1,75 @@
+"""Run an ordered list of tasks through a Lineage and build the continual-learning report."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from conure_core.config import Preset
+from conure_core.data.types import TaskData
+from conure_core.lineage import Lineage
+from conure_core.metrics import METRIC_OF_KIND
+from conure_core.naive import naive_baseline
+from conure_core.training import Progress
+
+
+@dataclass
+class ContinualReport:
+    """``matrix[i][j]`` = task j's test metric after learning task i (None above the diagonal)."""
+
+    tasks: list[str]
+    metrics: list[str]
+    matrix: list[list[float | None]]
+    free_capacity: list[float]
+    baselines: dict[str, dict] = field(default_factory=dict)
+    stages: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def final(self) -> list[float]:
+        """Every task's metric after the last task."""
+        return [v for v in self.matrix[-1]]
+
+    def backward_transfer(self) -> float:
+        """Mean over earlier tasks of (final - right after learning it); 0 means no forgetting."""
+        n = len(self.tasks)
+        if n < 2:
+            return 0.0
+        return sum(self.matrix[-1][j] - self.matrix[j][j] for j in range(n - 1)) / (n - 1)
+
+    def to_dict(self) -> dict:
+        return {"tasks": self.tasks, "metric": dict(zip(self.tasks, self.metrics)), "matrix": self.matrix,
+                "free_capacity": self.free_capacity, "baselines": self.baselines,
+                "backward_transfer": self.backward_transfer(), "stages": self.stages, "seconds": self.seconds}
+
+
+def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict] | None = None,
+                leave_last_unpruned: bool = False, progress: Progress | None = None,
+                lineage: Lineage | None = None, device: str | None = None) -> tuple[Lineage, ContinualReport]:
+    """Learn ``tasks`` in order (train -> prune -> retrain each), evaluating all learned tasks after each.
+
+    ``overrides`` maps a task name to TrainConfig overrides (from its manifest: prune_ratio, epochs, lr).
+    """
+    started = time.perf_counter()
+    if lineage is None:
+        lineage = Lineage.new(preset.model, tasks[0].num_items, list(tasks[0].vocab), device=device)
+    offset = len(lineage.tasks)
+    names = [t.name for t in tasks]
+    metrics = [METRIC_OF_KIND[t.kind] for t in tasks]
+    matrix: list[list[float | None]] = []
+    free: list[float] = []
+    stages: list[dict] = []
+    for i, task in enumerate(tasks):
+        cfg = preset.train_config(offset + i, (overrides or {}).get(task.name))
+        prune = not (leave_last_unpruned and i == len(tasks) - 1)
+        for result in lineage.learn(task, cfg, prune=prune, progress=progress):
+            stages.append({k: v for k, v in result.to_dict().items() if k != "history"})
+        row: list[float | None] = [lineage.evaluate(t)[m] for t, m in zip(tasks[: i + 1], metrics)]
+        matrix.append(row + [None] * (len(tasks) - i - 1))
+        free.append(lineage.free_capacity()["total"])
+        if progress:
+            progress({"event": "task_done", "task": task.name, "row": matrix[-1], "free": free[-1]})
+    baselines = {}
+    for task, metric in zip(tasks, metrics):
+        kind, values = naive_baseline(task, t1_targets=lineage.config.t1_targets)
+        baselines[task.name] = {"name": kind, "metric": metric, "value": values[metric]}
+    report = ContinualReport(names, metrics, matrix, free, baselines, stages, time.perf_counter() - started)
+    return lineage, report

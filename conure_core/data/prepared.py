@@ -1,0 +1,73 @@
+"""Loading a prepared task folder (see prepare.py) into TaskData, vectorised."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from .errors import DataError
+from .prepare import DATA, META, VOCAB
+from .types import TaskData
+
+
+def read_meta(prepared_dir: Path) -> dict:
+    """The meta.json of a prepared folder (name, kind, digest, rows, splits, ...)."""
+    path = Path(prepared_dir) / META
+    if not path.is_file():
+        raise DataError(f"{prepared_dir}: not a prepared task folder (no {META}); run ingest first.",
+                        file=str(prepared_dir))
+    return json.loads(path.read_text())
+
+
+def left_pad(values: np.ndarray, offsets: np.ndarray, length: int) -> torch.Tensor:
+    """int64 [N, length] with each list's last ``length`` values right-aligned, 0 on the left."""
+    n = len(offsets) - 1
+    starts = np.maximum(offsets[:-1], offsets[1:] - length)
+    kept = offsets[1:] - starts
+    out = np.zeros(n * length, dtype=np.int64)
+    row = np.repeat(np.arange(n, dtype=np.int64), kept)
+    first = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(kept, out=first[1:])
+    pos = np.arange(first[-1], dtype=np.int64) - np.repeat(first[:-1], kept)
+    src = np.repeat(starts, kept) + pos
+    out[row * length + (length - np.repeat(kept, kept)) + pos] = values[src]
+    return torch.from_numpy(out.reshape(n, length))
+
+
+def t1_sequences(t1_dir: Path, length: int) -> torch.Tensor:
+    """The padded token matrix of a prepared T1 folder."""
+    col = pq.read_table(Path(t1_dir) / DATA, columns=["tokens"])["tokens"].combine_chunks()
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = col.flatten().to_numpy().astype(np.int64)  # flatten() honours a sliced offset
+    return left_pad(values, offsets - offsets[0], length)
+
+
+def load_task(prepared_dir: Path, t1_dir: Path | None = None) -> TaskData:
+    """TaskData of a prepared folder; an item/class task finds its T1 via meta['t1']['path'].
+
+    sequences are left-padded to the task's max_len (T1's for later tasks).
+    """
+    prepared_dir = Path(prepared_dir)
+    meta = read_meta(prepared_dir)
+    vocab = pq.read_table(prepared_dir / VOCAB)["id"].to_pylist()
+    length = int(meta["max_len"])
+    if meta["kind"] == "sequence":
+        table = pq.read_table(prepared_dir / DATA, columns=["user_id", "split"])
+        sequences, labels = t1_sequences(prepared_dir, length), None
+    else:
+        t1_dir = Path(t1_dir) if t1_dir is not None else (prepared_dir / meta["t1"]["path"]).resolve()
+        if not (t1_dir / DATA).is_file():
+            raise DataError(f"{prepared_dir}: its T1 data '{meta['t1']['name']}' ({meta['t1']['digest']}) is not "
+                            f"at {t1_dir}; keep prepared tasks under one root or pass t1_dir.",
+                            file=str(prepared_dir))
+        table = pq.read_table(prepared_dir / DATA)
+        rows = torch.from_numpy(table["t1_row"].to_numpy().astype(np.int64))
+        sequences = t1_sequences(t1_dir, length).index_select(0, rows)
+        labels = torch.from_numpy(table["label"].to_numpy().astype(np.int64))
+    split = torch.from_numpy(table["split"].to_numpy().astype(np.int8))
+    return TaskData(name=meta["name"], kind=meta["kind"], sequences=sequences, labels=labels, split=split,
+                    user_ids=table["user_id"].to_pylist(), vocab=vocab, num_items=int(meta["num_items"]),
+                    digest=meta["digest"], meta=meta)

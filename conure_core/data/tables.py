@@ -1,0 +1,95 @@
+"""Reading one task table (CSV or Parquet) into Arrow, with one-sentence errors for bad files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from .errors import DataError
+
+TABLE_NAMES = ("data.parquet", "data.csv", "data.csv.gz")
+SUFFIXES = (".parquet", ".csv", ".gz")
+
+
+def find_table(task_dir: Path) -> Path:
+    """The one table file of a task folder (``data.parquet`` / ``data.csv`` preferred)."""
+    task_dir = Path(task_dir)
+    for name in TABLE_NAMES:
+        if (task_dir / name).is_file():
+            return task_dir / name
+    found = sorted(p for p in task_dir.iterdir() if p.is_file() and p.name.endswith((".parquet", ".csv", ".csv.gz")))
+    if len(found) != 1:
+        what = "no table" if not found else f"{len(found)} tables ({', '.join(p.name for p in found)})"
+        raise DataError(f"{task_dir}: found {what}; put exactly one data.parquet or data.csv next to task.yaml.",
+                        file=str(task_dir))
+    return found[0]
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a CSV or Parquet file; unreadable, empty, ragged or non-UTF-8 input raises DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the task folder.", file=str(path))
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; export the table again with a header and rows.", file=str(path))
+    table = _read_parquet(path, columns) if path.name.endswith(".parquet") else _read_csv(path)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the table has no rows; export it again with its rows.", file=str(path))
+    for name, typ in zip(table.column_names, table.schema.types):
+        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+            raise DataError(f"{path}: column '{name}' holds bytes that are not valid UTF-8; "
+                            f"re-encode the file as UTF-8.", file=str(path), column=name)
+    return table
+
+
+def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
+    try:
+        schema = pq.read_schema(path)
+        cols = [c for c in columns if c in schema.names] if columns else None
+        return pq.read_table(path, columns=cols)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_short(exc)}); the file is probably "
+                        f"truncated or corrupt: write it again.", file=str(path)) from None
+
+
+def _read_csv(path: Path) -> pa.Table:
+    bad: list = []
+
+    def on_invalid(row):  # record the first ragged row so the message can name it
+        bad.append(row)
+        return "error"
+
+    try:
+        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+                             read_options=pcsv.ReadOptions(block_size=1 << 26))
+    except pa.ArrowInvalid as exc:
+        if bad:
+            row = bad[0]
+            line = _line_of(path, row.text)
+            where = f"line {line}" if line else "a row"
+            raise DataError(f"{path}: {where} has {row.actual_columns} fields where the header has "
+                            f"{row.expected_columns} ({row.text[:60]!r}); fix or remove that row.",
+                            file=str(path), examples=[row.text[:60]]) from None
+        if "Empty CSV" in str(exc):
+            raise DataError(f"{path}: the file is empty; export the table again with a header and rows.",
+                            file=str(path)) from None
+        raise DataError(f"{path}: not a readable CSV file ({_short(exc)}); export it again as "
+                        f"comma-separated UTF-8 with a header row.", file=str(path)) from None
+
+
+def _line_of(path: Path, text: str) -> int | None:
+    """1-based line number of a ragged row (error path only, so a plain scan is fine)."""
+    if path.name.endswith(".gz"):
+        return None
+    target = text.encode()
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.rstrip(b"\r\n") == target:
+                return number
+    return None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:160]

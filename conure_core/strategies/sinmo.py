@@ -1,0 +1,45 @@
+"""SinMo: a fresh model per task, trained on that task alone (no transfer; N backbones)."""
+from __future__ import annotations
+
+from conure_core.data.types import TaskData
+from conure_core.strategies.common import BaselineStrategy
+from conure_core.strategies.engine import OpenLineage
+
+
+class SinMo(BaselineStrategy):
+    """Every task, T1 included, gets its own randomly initialised backbone and head.
+
+    Later tasks read the user's T1 sequence as input features but learn the encoder from scratch on
+    their own labels. ``shares_t1``: T1's own model is the shared T1 start when one is given.
+    """
+
+    name = "sinmo"
+    shares_t1 = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.models: dict[str, OpenLineage] = {}
+
+    def new_model(self) -> OpenLineage:
+        return self.fresh(any_first_kind=True)
+
+    def learn(self, task: TaskData) -> None:
+        if not self.learned and task.kind == "sequence" and self.shares_t1:
+            model = self.t1_model(task)
+        else:
+            model = self.new_model()
+            # A fresh model's only task trains everything (index 1); its config is the task's position's.
+            model.train(task, self.config(len(self.learned), task), self.progress)
+        self.models[task.name] = model
+        self.learned.append(task.name)
+
+    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
+        self.check_learned(task)
+        return self.models[task.name].evaluate(task, split)
+
+    @property
+    def num_backbones(self) -> int:
+        return len(self.models)
+
+    def storage_bytes(self) -> int:
+        return sum(m.storage_bytes() for m in self.models.values())

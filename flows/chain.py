@@ -1,0 +1,231 @@
+"""Learning prepared tasks onto a lineage, step by step, through the cached Prefect tasks.
+
+Shared by every flow: ``FlowRun`` holds the lineage lock and the MLflow parent run of one flow
+run; ``learn_refs`` appends (or replays, all cache hits) tasks onto a lineage's HEAD.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tasks  # noqa: F401  (configures Prefect before it is imported)
+from tasks import adapters, progress, steps
+from tasks.errors import PipelineError
+from tasks.settings import Layout
+from tasks.store import Head, LearnedTask, LineageStore, write_json
+
+
+@dataclass
+class Stats:
+    """What a flow run did: Prefect states by name, learner compute seconds, wall seconds."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    compute_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def call(self, task_fn, **kwargs):
+        """Run a Prefect task, count its final state (Completed / Cached), return its result."""
+        state = task_fn(return_state=True, **kwargs)
+        self.states[state.name] = self.states.get(state.name, 0) + 1
+        what = (kwargs.get("ref") or (kwargs.get("refs") or [{}])[-1]).get("name") or Path(kwargs.get("task_dir", "")).name
+        progress.emit({"event": "step", "name": f"{task_fn.name} {what}".strip(), "state": state.name})
+        result = state.result()  # re-raises the task's own exception on failure
+        if state.name != "Cached":
+            self.compute_s += float(result.get("compute_s", 0.0)) if isinstance(result, dict) else 0.0
+        return result
+
+    def to_dict(self) -> dict:
+        return {"states": dict(self.states), "compute_s": round(self.compute_s, 3),
+                "wall_s": round(time.perf_counter() - self.started, 3),
+                "all_cached": set(self.states) <= {"Cached"}}
+
+
+class FlowRun:
+    """One flow run on one lineage: its lock, its MLflow parent run, its stats."""
+
+    def __init__(self, lineage: str, flow: str, params: dict, lock_timeout: float | None = None):
+        self.lineage, self.flow, self.params = lineage, flow, params
+        self.lock_timeout = lock_timeout
+        self.store = LineageStore()
+        self.stats = Stats()
+        self.tracker = None
+        self.run_id = ""
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "FlowRun":
+        notify = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+        self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=notify))
+        try:
+            self.tracker = steps.tracker_for(self.lineage)
+            self.tracker.close_stale_runs()  # we hold the lock: any RUNNING run was killed
+            self.run_id = self.tracker.start_run(f"{self.flow}:{_flow_run_name()}",
+                                                 tags={"conure.flow": self.flow, "prefect.flow_run": _flow_run_id()},
+                                                 params=self.params)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            summary = self.stats.to_dict()
+            if self.tracker and self.run_id:
+                if exc is not None and getattr(exc, "report_dir", None):
+                    with contextlib.suppress(Exception):
+                        self.tracker.log_dir(self.run_id, Path(exc.report_dir), "gx_report")
+                self.tracker.set_tags(self.run_id, {"conure.states": summary["states"],
+                                                    "conure.all_cached": summary["all_cached"]})
+                self.tracker.log_metrics(self.run_id, {"wall_seconds": summary["wall_s"],
+                                                       "compute_seconds": summary["compute_s"]})
+                self.tracker.end_run(self.run_id, "FINISHED" if exc is None else "FAILED")
+            if exc is None:
+                write_json(self.store.layout.lineage_dir(self.lineage) / "last_run.json",
+                           {"flow": self.flow, "lineage": self.lineage, **summary})
+        finally:
+            self._stack.close()
+
+    def track(self, step: int, strategy: str = "conure") -> dict:
+        return {"flow_run": self.run_id, "step": step, "strategy": strategy}
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.name or "local")
+
+
+def _flow_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "")
+
+
+def load_preset(name: str | None) -> dict:
+    """A preset by name (quick, paper) or from a JSON file holding ``Preset.to_dict()``."""
+    import json
+
+    from conure_core.config import ConfigError, Preset, get_preset
+
+    name = name or "quick"
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise PipelineError(f"preset file {path} does not exist; pass quick, paper or a JSON preset file.")
+        try:
+            return Preset.from_dict(json.loads(path.read_text())).to_dict()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PipelineError(f"preset file {path} is not a valid preset ({exc}); "
+                                "write it as conure_core.config.Preset.to_dict() does.") from None
+    try:
+        return get_preset(name).to_dict()
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def new_head(lineage: str, preset_name: str | None, preset: dict | None = None) -> Head:
+    cfg = preset or load_preset(preset_name)
+    return Head(lineage=lineage, preset=preset_name or cfg["name"], config=cfg)
+
+
+def open_head(store: LineageStore, lineage: str, preset_name: str | None) -> Head:
+    """The lineage's HEAD, or a new one with ``preset_name`` (default quick); a preset clash is an error."""
+    head = store.read_head(lineage)
+    if head is None:
+        return new_head(lineage, preset_name)
+    if preset_name and preset_name != head.preset:
+        raise PipelineError(f"lineage '{lineage}' was created with preset '{head.preset}', not '{preset_name}'; "
+                            f"drop --preset or learn into a new --lineage.")
+    return head
+
+
+def ingest(fr: FlowRun, task_dir: Path, t1: dict | None, floor: float) -> dict:
+    """Validate + prepare one task folder (cached on the folder's digest and T1's)."""
+    task_dir = Path(task_dir).resolve()
+    if not task_dir.is_dir():
+        raise PipelineError(f"task folder {task_dir} does not exist; pass a folder holding task.yaml and a table.")
+    digest = adapters.folder_digest(task_dir)
+    kwargs = {"task_dir": str(task_dir), "folder_digest": digest, "t1": t1, "floor": floor}
+    ref = fr.stats.call(steps.ingest, **kwargs)
+    ref["folder_digest"] = digest
+    return ref
+
+
+def learn_refs(fr: FlowRun, head: Head, refs: list[dict]) -> Head:
+    """Learn prepared tasks in order onto ``head`` (train -> prune -> retrain -> evaluate -> register).
+
+    A task already in HEAD at the same position with the same data is replayed through the cache
+    (every step a cache hit); if the replay ends in another state (code or config changed), HEAD is
+    rewritten from there and the old one kept as ``HEAD.<time>.json``.
+    """
+    store = fr.store
+    for ref in refs:
+        names = [t.name for t in head.tasks]
+        if ref["name"] in names:
+            pos = names.index(ref["name"])
+            known = head.tasks[pos]
+            # same input folder = same data, even if the data layer's code now prepares it differently
+            same = (known.folder_digest == ref.get("folder_digest")) if known.folder_digest and ref.get("folder_digest") \
+                else known.prepared_digest == ref["digest"]
+            if not same:
+                raise PipelineError(
+                    f"lineage '{head.lineage}' already learned '{ref['name']}' from other data "
+                    f"(digest {known.prepared_digest[:12]} vs {ref['digest'][:12]}); rename the new task in its task.yaml.")
+        else:
+            pos = len(head.tasks)
+        if pos == 0 and ref["kind"] != "sequence":
+            raise PipelineError(f"the first task of lineage '{head.lineage}' must be the sequence task (T1), "
+                                f"not {ref['kind']} task '{ref['name']}'; learn T1 first.")
+        parent = head.tasks[pos - 1].state_digest if pos else None
+        prior = [t for t in head.tasks[:pos]]
+        learned = learn_one(fr, head, pos, ref, parent, prior)
+        if pos < len(head.tasks):
+            if head.tasks[pos].state_digest == learned["task"].state_digest:
+                continue
+            backup = store.head_path(head.lineage).with_name(f"HEAD.{int(time.time())}.json")
+            shutil.copyfile(store.head_path(head.lineage), backup)
+            print(f"lineage '{head.lineage}': state after '{ref['name']}' changed (code or config changed); "
+                  f"HEAD rewritten from there, previous HEAD kept at {backup}", file=sys.stderr)
+            head.tasks, head.matrix = head.tasks[:pos], head.matrix[:pos]
+        head.tasks.append(learned["task"])
+        head.matrix.append(learned["row"])
+        store.write_head(head)  # atomic: a crash after this point replays only cache hits
+    return head
+
+
+def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, prior: list[LearnedTask]) -> dict:
+    """The stages of one task at position ``pos`` on top of state ``parent``."""
+    track = fr.track(pos + 1, head.strategy)
+    stage_digests = {}
+    for stage in steps.STAGES:
+        out = fr.stats.call(steps.STAGE_TASKS[stage], lineage=head.lineage, index=pos, ref=ref, parent=parent,
+                            preset=head.config, track=track)
+        parent = stage_digests[stage] = out["state"]
+        free = out["free_capacity"]
+    refs = [_ref_of(t) for t in prior] + [ref]
+    ev = fr.stats.call(steps.evaluate, lineage=head.lineage, state=parent, refs=refs, track=track)
+    metrics = [adapters.metric_of(r["kind"]) for r in refs]
+    row = [ev["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
+    matrix = [list(r) for r in head.matrix[:pos]] + [row]
+    fr.stats.call(steps.register, lineage=head.lineage, state=parent, refs=refs, metrics=metrics, matrix=matrix,
+                  free_capacity=ev["free_capacity"], track=track)
+    manifest = ref.get("manifest") or {}
+    task = LearnedTask(name=ref["name"], kind=ref["kind"], metric=metrics[-1], prepared_digest=ref["digest"],
+                       prepared_path=ref["path"], source=ref.get("source", ""),
+                       prune_ratio=adapters.train_config(head.config, pos, ref).prune_ratio,
+                       stages=stage_digests, state_digest=parent, free_capacity=ev["free_capacity"] or free,
+                       rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
+                       manifest=manifest)
+    return {"task": task, "row": row}
+
+
+def _ref_of(t: LearnedTask) -> dict:
+    return {"name": t.name, "kind": t.kind, "digest": t.prepared_digest, "path": t.prepared_path,
+            "manifest": t.manifest, "rows": t.rows}
+
+
+def t1_of(head: Head) -> dict | None:
+    return _ref_of(head.tasks[0]) if head.tasks else None

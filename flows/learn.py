@@ -1,0 +1,75 @@
+"""Flows that learn task folders onto a lineage: one task, or an ordered list (the default run)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import tasks  # noqa: F401  (configures Prefect before it is imported)
+from prefect import flow
+
+from flows.chain import FlowRun, ingest, learn_refs, open_head, t1_of
+from tasks.errors import PipelineError
+from tasks.reporting import report_of
+from tasks.settings import Layout
+
+
+def _kind_of(task_dir: Path) -> str:
+    from data_contracts.manifest import load_manifest
+
+    return load_manifest(Path(task_dir)).kind
+
+
+def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, floor: float = 0.5,
+               lock_timeout: float | None = None, flow_name: str = "learn") -> dict:
+    """Body of the learn flows: ingest each folder (T1 first) and learn it; returns the report."""
+    params = {"lineage": lineage, "task_dirs": [str(d) for d in task_dirs], "preset": preset or "", "floor": floor}
+    with FlowRun(lineage, flow_name, params, lock_timeout) as fr:
+        head = open_head(fr.store, lineage, preset)
+        fr.tracker.log_params(fr.run_id, {"strategy": head.strategy, "config": head.config})
+        t1 = t1_of(head)
+        for task_dir in task_dirs:
+            is_t1 = _kind_of(Path(task_dir)) == "sequence"
+            if t1 is None and not is_t1:
+                raise PipelineError(f"lineage '{lineage}' has no T1 yet, and {task_dir} is not a sequence task; "
+                                    f"learn the lineage's sequence task first (conure learn T1_DIR --lineage {lineage}).")
+            ref = ingest(fr, Path(task_dir), None if is_t1 else t1, floor)
+            if is_t1 and t1 is None:
+                t1 = ref
+            head = learn_refs(fr, head, [ref])
+        out = report_of(head)
+        out["run"] = fr.stats.to_dict()
+    return out
+
+
+@flow(name="learn-task", log_prints=False)
+def learn_task(task_dir: str, lineage: str = "default", preset: str | None = None, floor: float = 0.5,
+               lock_timeout: float | None = None) -> dict:
+    """Learn one task folder onto a lineage (a T1 sequence task first, then item/class tasks).
+
+    task_dir: folder with task.yaml + data table; lineage: name (created when new); preset: quick |
+    paper (only when creating); floor: least share of the task's users known to T1.
+    """
+    return learn_dirs(lineage, [task_dir], preset, floor, lock_timeout, "learn-task")
+
+
+@flow(name="learn-tasks", log_prints=False)
+def learn_tasks(task_dirs: list[str], lineage: str = "default", preset: str | None = None, floor: float = 0.5,
+                lock_timeout: float | None = None) -> dict:
+    """Learn an ordered list of task folders onto a lineage (re-running it is all cache hits)."""
+    return learn_dirs(lineage, task_dirs, preset, floor, lock_timeout, "learn-tasks")
+
+
+def bundled_task_dirs() -> list[str]:
+    """The six bundled MovieLens-100K task folders under CONURE_HOME/bundled (written once)."""
+    from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
+
+    dest = Layout().bundled
+    dirs = [dest / n for n in TASK_NAMES]
+    if not all((d / "task.yaml").exists() for d in dirs):
+        dirs = write_bundled_tasks(dest)
+    return [str(d) for d in dirs]
+
+
+@flow(name="run-default", log_prints=False)
+def run_default(lineage: str = "default", preset: str | None = "quick", lock_timeout: float | None = None) -> dict:
+    """The whole default lineage: the six bundled MovieLens-100K tasks, in order."""
+    return learn_dirs(lineage, bundled_task_dirs(), preset, 0.5, lock_timeout, "run-default")

@@ -1,0 +1,117 @@
+"""The smallest glue between the pipeline and the learner / data layer (no logic of theirs here).
+
+Everything the Prefect tasks need from ``conure_core`` and ``data_contracts`` goes through these
+functions, so a signature change there is fixed in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import PipelineError
+
+STATE_FILE = "state.safetensors"
+# manifest key -> TrainConfig field (data_contracts.TaskManifest.training_overrides() names)
+_OVERRIDE_NAMES = {"l2": "head_l2", "epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
+                   "prune_ratio": "prune_ratio"}
+
+
+def folder_digest(task_dir: Path) -> str:
+    """Digest of a task folder's visible files (names + bytes): the cache key of its ingestion."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(task_dir).rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(task_dir).parts))
+    for path in files:
+        h.update(str(path.relative_to(task_dir)).encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+def ref_to_dict(ref: Any, home: Path) -> dict:
+    """A PreparedRef as plain JSON (path relative to the home when inside it)."""
+    if hasattr(ref, "model_dump"):
+        data = ref.model_dump(mode="json")
+    elif dataclasses.is_dataclass(ref):
+        data = dataclasses.asdict(ref)
+    else:
+        data = dict(ref)
+    path = Path(data["path"]).resolve()
+    data["path"] = str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
+    manifest = data.get("manifest") or {}
+    if hasattr(manifest, "model_dump"):
+        manifest = manifest.model_dump(mode="json")
+    data["manifest"] = manifest
+    return data
+
+
+def abs_path(home: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else home / p
+
+
+def train_overrides(ref: dict) -> dict:
+    """TrainConfig overrides from a task's manifest (its names mapped to TrainConfig's)."""
+    manifest = ref.get("manifest") or {}
+    return {field: manifest[key] for key, field in _OVERRIDE_NAMES.items() if manifest.get(key) is not None}
+
+
+def load_task_data(home: Path, ref: dict):
+    """TaskData of a prepared task."""
+    from conure_core.data.prepared import load_task
+
+    return load_task(abs_path(home, ref["path"]))
+
+
+def new_lineage(model_cfg: dict, task):
+    from conure_core.config import ModelConfig
+    from conure_core.lineage import Lineage
+
+    return Lineage.new(ModelConfig.from_dict(model_cfg), task.num_items, list(task.vocab))
+
+
+def load_lineage(state_dir: Path):
+    from conure_core.checkpoint import load_state
+
+    return load_state(state_dir / STATE_FILE)
+
+
+def save_lineage(lineage, tmp_dir: Path) -> str:
+    """Write the state into ``tmp_dir`` and return its digest (sha256 of the safetensors file)."""
+    from conure_core.checkpoint import save_state, state_digest
+
+    path = save_state(lineage, tmp_dir / STATE_FILE)
+    return state_digest(path)
+
+
+def train_config(preset: dict, index: int, ref: dict):
+    """The TrainConfig of the task at 0-based ``index`` (preset + the manifest's overrides)."""
+    from conure_core.config import Preset
+
+    return Preset.from_dict(preset).train_config(index, train_overrides(ref))
+
+
+def metric_of(kind: str) -> str:
+    from conure_core.metrics import METRIC_OF_KIND
+
+    return METRIC_OF_KIND[kind]
+
+
+def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict], progress=None) -> dict:
+    """Run a non-Conure strategy of conure_core.strategies over TaskData in order; its report as a dict."""
+    try:
+        from conure_core.strategies import STRATEGIES, build_strategy, run_strategy
+    except ImportError:
+        raise PipelineError(f"strategy '{name}' is not available yet (conure_core.strategies is missing); "
+                            "use the default 'conure' strategy.") from None
+    if name not in STRATEGIES:
+        raise PipelineError(f"strategy '{name}' is not available; choose one of {', '.join(sorted(STRATEGIES))}.")
+    from conure_core.config import Preset
+
+    strategy = build_strategy(name, Preset.from_dict(preset), data[0].num_items, overrides=overrides,
+                              item_vocab=list(data[0].vocab), progress=progress)
+    reports = run_strategy(strategy, data, progress=progress)
+    return reports[name].to_dict()

@@ -1,0 +1,6 @@
+"""The pipeline's own error type: one sentence saying what went wrong and where to look."""
+from __future__ import annotations
+
+
+class PipelineError(RuntimeError):
+    """A run cannot go on; the message is one sentence plus where to look (shown as-is by the CLI)."""

@@ -1,0 +1,41 @@
+"""Reports of a lineage read from its HEAD (no Prefect, no MLflow): the machine-readable JSON."""
+from __future__ import annotations
+
+from tasks.store import Head, LineageStore
+
+
+def report_of(head: Head) -> dict:
+    """DESIGN.md's report keys; ``matrix[i][j]`` = task j after task i, null above the diagonal."""
+    n = len(head.tasks)
+    return {"lineage": head.lineage, "strategy": head.strategy, "preset": head.preset,
+            "tasks": [t.name for t in head.tasks], "metric": {t.name: t.metric for t in head.tasks},
+            "matrix": [list(r) + [None] * (n - len(r)) for r in head.matrix],
+            "free_capacity": [t.free_capacity.get("total") for t in head.tasks],
+            "state_digest": head.state_digest, "parent": head.parent}
+
+
+def summary(report: dict) -> dict:
+    """Final metrics, their mean, and backward transfer (mean change of earlier tasks since learned)."""
+    m = report["matrix"]
+    if not m:
+        return {"final": {}, "final_average": None, "backward_transfer": None}
+    last = m[-1]
+    n = len(last)
+    bwt = [last[j] - m[j][j] for j in range(n - 1) if last[j] is not None and m[j][j] is not None]
+    return {"final": dict(zip(report["tasks"], last)), "final_average": sum(v for v in last if v is not None) / n,
+            "backward_transfer": sum(bwt) / len(bwt) if bwt else None}
+
+
+def lineage_report(lineage: str) -> dict:
+    """The report of a lineage plus its backfills (lineages whose parent is this one), for comparison."""
+    store = LineageStore()
+    result = report_of(store.require_head(lineage))
+    result.update(summary(result))
+    result["backfills"] = []
+    for name in store.lineages():
+        head = store.read_head(name)
+        if head and head.parent and head.parent.get("lineage") == lineage:
+            other = report_of(head)
+            result["backfills"].append({"lineage": name, "strategy": head.strategy, "tasks": other["tasks"],
+                                        "from_prefix": head.parent.get("prefix", 0), **summary(other)})
+    return result

@@ -1,0 +1,258 @@
+"""The Prefect tasks of the pipeline: thin, idempotent wrappers around the learner and data layer.
+
+Each task caches on the digests of its inputs (task folder or parent state, prepared data, config,
+code version) and persists its small JSON result under ``CONURE_HOME/prefect/results``; its real
+output (a prepared table or a lineage state) is content-addressed on disk and written atomically.
+A re-run therefore re-uses every finished step, and a run killed mid-step (even ``kill -9``)
+resumes at that step: the learner seeds each stage from (seed, task index, stage), so the resumed
+step ends in the same state digest.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import tasks  # noqa: F401  (configures Prefect before it is imported)
+from prefect import task
+
+from tasks import adapters, progress
+from tasks.errors import PipelineError
+from tasks.settings import Layout, code_version, digest_json
+from tasks.store import LineageStore
+
+STAGES = ("train", "prune", "retrain")
+
+
+# --- cache keys --------------------------------------------------------------------------------
+def _ingest_key(_ctx, p: dict) -> str:
+    t1 = p.get("t1") or {}
+    return f"{p.get('_kind', 'ingest')}-" + digest_json([p["folder_digest"], t1.get("digest"), p.get("floor"), code_version()])
+
+
+def stage_key(stage: str, p: dict) -> str:
+    """Cache key of one stage: parent state, data digest, model + train config, position, code."""
+    cfg = adapters.train_config(p["preset"], p["index"], p["ref"])
+    return f"{stage}-" + digest_json({"parent": p["parent"], "data": p["ref"]["digest"], "model": p["preset"]["model"],
+                                      "train": cfg.to_dict(), "index": p["index"], "code": code_version()})
+
+
+def _eval_key(_ctx, p: dict) -> str:
+    return "evaluate-" + digest_json([p["state"], [r["digest"] for r in p["refs"]], code_version()])
+
+
+def _register_key(_ctx, p: dict) -> str:
+    return "register-" + digest_json([p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()])
+
+
+# --- tracking helpers --------------------------------------------------------------------------
+_task_runs: dict[tuple[str, str], str] = {}
+
+
+_trackers: dict[tuple[str, str], object] = {}
+
+
+def tracker_for(lineage: str):
+    """One Tracker per lineage and store per process (creating one costs store round trips)."""
+    from tasks.tracking import Tracker
+
+    key = (lineage, Layout().tracking_uri())
+    if key not in _trackers:
+        _trackers[key] = Tracker(lineage)
+    return _trackers[key]
+
+
+def task_run(tracker, track: dict, ref: dict) -> str:
+    """The MLflow run of one task inside a flow run, created on first use (cache hits add none)."""
+    key = (track["flow_run"], ref["name"])
+    if key not in _task_runs:
+        run = tracker.start_run(ref["name"], parent=track["flow_run"],
+                                tags={"conure.task": ref["name"], "conure.kind": ref["kind"],
+                                      "conure.step": str(track["step"])})
+        tracker.log_params(run, {"task": ref["name"], "kind": ref["kind"], "strategy": track.get("strategy", "conure"),
+                                 "step": track["step"], "data_digest": ref["digest"]})
+        tracker.log_dataset(run, ref["name"], ref["digest"], str(adapters.abs_path(Layout().root, ref["path"])),
+                            "train", profile={"rows": ref.get("rows"), "splits": ref.get("splits")})
+        _task_runs[key] = run
+    return _task_runs[key]
+
+
+# --- ingestion ---------------------------------------------------------------------------------
+def _t1_path(t1: dict | None) -> Path | None:
+    return adapters.abs_path(Layout().root, t1["path"]) if t1 else None
+
+
+@task(name="ingest", cache_key_fn=_ingest_key, result_serializer="json")
+def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: float = 0.5) -> dict:
+    """Validate (Great Expectations), quarantine unknown users, prepare and write the task's table.
+
+    One step because data_contracts.ingest_task does all of it in one pass; a failed check raises
+    ContractError (one sentence) and writes the GX report next to where the data would go.
+    """
+    from data_contracts.ingest import ingest_task
+
+    lay = Layout()
+    ref = ingest_task(Path(task_dir), lay.prepared, t1=_t1_path(t1), known_user_floor=floor)
+    out = adapters.ref_to_dict(ref, lay.root)
+    out["source"] = str(Path(task_dir).resolve())
+    return out
+
+
+# --- learning stages ---------------------------------------------------------------------------
+def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | None, preset: dict,
+               track: dict) -> dict:
+    lay = Layout()
+    store = LineageStore(lay)
+    data = adapters.load_task_data(lay.root, ref)
+    cfg = adapters.train_config(preset, index, ref)
+    if parent:
+        model = adapters.load_lineage(store.state_path(parent))
+    elif stage == "train" and index == 0:
+        model = adapters.new_lineage(preset["model"], data)
+    else:
+        raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
+    tracker = tracker_for(lineage)
+    run = tracker.start_run(f"{ref['name']}/{stage}", parent=task_run(tracker, track, ref),
+                            tags={"conure.task": ref["name"], "conure.stage": stage, "conure.parent_state": parent or ""},
+                            params={"task": ref["name"], "kind": ref["kind"], "stage": stage,
+                                    "strategy": track.get("strategy", "conure"), "prune_ratio": cfg.prune_ratio,
+                                    "index": index, "config": {"model": preset["model"], "train": cfg.to_dict()}})
+    epochs = cfg.stage_epochs.get(stage, 0)
+    progress.emit({"event": "stage_start", "task": ref["name"], "stage": stage, "epochs": epochs})
+
+    def on_event(event: dict) -> None:
+        progress.emit(event)
+        if event.get("event") == "epoch":
+            tracker.log_metrics(run, {"train_loss": event.get("loss"),
+                                      f"valid/{event.get('metric', 'metric')}": event.get("valid")},
+                                step=int(event["epoch"]))
+
+    started = time.perf_counter()
+    try:
+        if stage == "train":
+            result = model.train(data, cfg, progress=on_event).to_dict()
+        elif stage == "prune":
+            kept = model.prune(ref["name"], cfg.prune_ratio, progress=on_event)
+            result = {"kept": int(sum(kept.values())), "ratio": cfg.prune_ratio}
+        else:
+            result = model.retrain(data, cfg, progress=on_event).to_dict()
+        compute = time.perf_counter() - started
+        digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
+        free = model.free_capacity()
+        tracker.log_metrics(run, {"compute_seconds": compute, "free_capacity/total": free["total"],
+                                  **{f"free_capacity/{k}": v for k, v in free.items() if k != "total"}},
+                            step=track["step"])
+        tracker.set_tags(run, {"conure.state_digest": digest})
+        tracker.end_run(run)
+    except BaseException:
+        tracker.end_run(run, "FAILED")
+        raise
+    result.pop("history", None)
+    progress.emit({"event": "stage_end", "task": ref["name"], "stage": stage, "seconds": compute})
+    return {"stage": stage, "state": digest, "compute_s": compute, "free_capacity": free, "result": result}
+
+
+@task(name="train", cache_key_fn=lambda c, p: stage_key("train", p), result_serializer="json")
+def train(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
+    """Stage 1 of a task: all weights forward, gradients to free weights and the new head."""
+    return _run_stage("train", lineage, index, ref, parent, preset, track)
+
+
+@task(name="prune", cache_key_fn=lambda c, p: stage_key("prune", p), result_serializer="json")
+def prune(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
+    """Stage 2: the task keeps its largest free weights; the rest go back to the free pool."""
+    return _run_stage("prune", lineage, index, ref, parent, preset, track)
+
+
+@task(name="retrain", cache_key_fn=lambda c, p: stage_key("retrain", p), result_serializer="json")
+def retrain(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
+    """Stage 3: the task retrains its own weights with the freed ones masked out."""
+    return _run_stage("retrain", lineage, index, ref, parent, preset, track)
+
+
+STAGE_TASKS = {"train": train, "prune": prune, "retrain": retrain}
+
+
+@task(name="evaluate", cache_key_fn=_eval_key, result_serializer="json")
+def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
+    """Every learned task's test metrics with the state after the latest task, plus free capacity."""
+    lay = Layout()
+    model = adapters.load_lineage(LineageStore(lay).state_path(state))
+    tracker = tracker_for(lineage)
+    current = refs[-1]
+    run = tracker.start_run(f"{current['name']}/evaluate", parent=task_run(tracker, track, current),
+                            tags={"conure.task": current["name"], "conure.stage": "evaluate"})
+    started = time.perf_counter()
+    try:
+        metrics = {r["name"]: model.evaluate(adapters.load_task_data(lay.root, r), "test") for r in refs}
+        compute = time.perf_counter() - started
+        free = model.free_capacity()
+        flat = {f"test/{t}/{m}": v for t, ms in metrics.items() for m, v in ms.items()}
+        tracker.log_metrics(run, {**flat, "free_capacity/total": free["total"], "compute_seconds": compute},
+                            step=track["step"])
+        tracker.end_run(run)
+    except BaseException:
+        tracker.end_run(run, "FAILED")
+        raise
+    progress.emit({"event": "evaluated", "task": current["name"], "metrics": metrics})
+    return {"metrics": metrics, "free_capacity": free, "compute_s": compute}
+
+
+def _owner_maps(state_dir: Path) -> dict[str, Any]:
+    """Owner maps straight from the safetensors file (no model build)."""
+    from safetensors import safe_open
+
+    with safe_open(str(state_dir / adapters.STATE_FILE), framework="pt") as f:
+        return {k[len("owner."):]: f.get_tensor(k) for k in f.keys() if k.startswith("owner.")}
+
+
+@task(name="register", cache_key_fn=_register_key, result_serializer="json")
+def register(lineage: str, state: str, refs: list[dict], metrics: list[str], matrix: list[list[float | None]],
+             free_capacity: dict[str, float], track: dict) -> dict:
+    """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap) and the model version."""
+    lay = Layout()
+    state_dir = LineageStore(lay).state_path(state)
+    tracker = tracker_for(lineage)
+    current = refs[-1]
+    run = task_run(tracker, track, current)
+    names = [r["name"] for r in refs]
+    n = len(refs)
+    row = matrix[n - 1]
+    step_metrics = {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row) if v is not None}
+    step_metrics.update({"free_capacity/total": free_capacity["total"],
+                         **{f"free_capacity/{k}": v for k, v in free_capacity.items() if k != "total"}})
+    for target in (run, track["flow_run"]):
+        tracker.log_metrics(target, step_metrics, step=n)
+    tracker.log_owner_maps(run, _owner_maps(state_dir), n)
+    tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
+    report = adapters.abs_path(lay.root, current["path"]).parent / "reports"
+    if report.is_dir():
+        tracker.log_dir(run, report, "gx_report")
+    version = tracker.register(run, state_dir, names, state)
+    tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
+    tracker.end_run(run)
+    return {"model": f"conure-{lineage}", "version": version}
+
+
+def _baseline_key(_ctx, p: dict) -> str:
+    return "baseline-" + digest_json([p["strategy"], [r["digest"] for r in p["refs"]], p["preset"], code_version()])
+
+
+@task(name="baseline", cache_key_fn=_baseline_key, result_serializer="json")
+def baseline(lineage: str, strategy: str, refs: list[dict], preset: dict, track: dict) -> dict:
+    """A baseline strategy (SinMo, FineAll, ...) over an ordering, as one step: it keeps no lineage
+    states, so its accuracy matrix is its output (logged to MLflow with a heatmap)."""
+    lay = Layout()
+    data = [adapters.load_task_data(lay.root, r) for r in refs]
+    overrides = {r["name"]: adapters.train_overrides(r) for r in refs}
+    started = time.perf_counter()
+    report = adapters.run_baseline(strategy, preset, data, overrides, progress=progress.emit)
+    compute = time.perf_counter() - started
+    tracker = tracker_for(lineage)
+    names = [r["name"] for r in refs]
+    metrics = [adapters.metric_of(r["kind"]) for r in refs]
+    for i, row in enumerate(report["matrix"]):
+        tracker.log_metrics(track["flow_run"], {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row)
+                                                if v is not None}, step=i + 1)
+    tracker.log_matrix(track["flow_run"], names, metrics, report["matrix"])
+    return {"report": report, "compute_s": compute}

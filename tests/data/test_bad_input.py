@@ -1,0 +1,189 @@
+"""Bad input: each case fails with one clear sentence and leaves nothing but a GX report behind."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conure_core.data.prepared import load_task
+from data_contracts.errors import ContractError
+from data_contracts.ingest import ingest_task, validate_task_dir
+
+from .conftest import leftovers, make_task
+
+
+@pytest.fixture(scope="module")
+def known(t1_ref):
+    return [int(u) for u in load_task(t1_ref.path).user_ids]
+
+
+def _fails(folder, out, t1=None, *, needles, report=False, **kw):
+    with pytest.raises(ContractError) as info:
+        ingest_task(folder, out, t1, **kw)
+    msg = str(info.value)
+    for needle in needles:
+        assert needle in msg, msg
+    assert "\n" not in msg and "Traceback" not in msg
+    assert leftovers(out) == []
+    reports = list(out.glob("*/reports/*/validation.json"))
+    if report:
+        assert info.value.report_dir is not None and reports == [info.value.report_dir / "validation.json"]
+        result = json.loads(reports[0].read_text())
+        assert result["success"] is False
+        assert list(info.value.report_dir.glob("data_docs/**/*.html"))
+    else:
+        assert reports == []
+    summary = validate_task_dir(folder, t1, **kw)
+    assert not summary.ok and "FAILED" in str(summary)
+    return info.value
+
+
+def test_missing_column(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "m", "class", pa.table({"user_id": known[:10], "labl": [1] * 10}))
+    e = _fails(f, tmp_path / "o", t1_ref, needles=["data.parquet", "missing column 'label'", "task.yaml"])
+    assert e.column == "label"
+
+
+def test_wrong_type(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "w", "class", pa.table({"user_id": known[:3], "label": [1.5, 2.5, 1.5]}))
+    _fails(f, tmp_path / "o", t1_ref, needles=["column 'label' has type double", "1.5", "integers or strings"])
+
+
+def test_wrong_timestamp_type(tmp_path):
+    csv = b"user_id,item_id,timestamp\n1,2,yes\n1,3,no\n"
+    _fails(make_task(tmp_path, "ts", "sequence", csv=csv), tmp_path / "o",
+           needles=["column 'timestamp' has type", "integers"])
+
+
+def test_null_user_ids(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "n", "item", pa.table({"user_id": [known[0], None, known[2]], "label": [1, 2, 3]}))
+    _fails(f, tmp_path / "o", t1_ref, report=True,
+           needles=["expect_column_values_to_not_be_null", "'user_id'", "row 2", "GX report"])
+
+
+def test_null_labels(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "n", "class", pa.table({"user_id": known[:4], "label": ["a", None, "b", "a"]}))
+    _fails(f, tmp_path / "o", t1_ref, report=True, needles=["expect_column_values_to_not_be_null", "'label'", "row 2"])
+
+
+def test_duplicated_users_in_sequence_table(tmp_path):
+    t = pa.table({"user_id": [1, 2, 2], "items": [[1, 2], [3, 4], [5, 6]]})
+    _fails(make_task(tmp_path, "d", "sequence", t), tmp_path / "o", report=True,
+           needles=["expect_column_values_to_be_unique", "'user_id'", "[2, 2]", "one row per user"])
+
+
+def test_sequence_too_short(tmp_path):
+    t = pa.table({"user_id": [1, 2], "items": [[1, 2], [3]]})
+    _fails(make_task(tmp_path, "s", "sequence", t), tmp_path / "o", report=True,
+           needles=["sequence length", "'user_id': 2", "min_seq_len"])
+
+
+@pytest.mark.parametrize("csv,needle", [(b"", "the file is empty"), (b"user_id,label\n", "the table has no rows")])
+def test_empty_file(tmp_path, t1_ref, csv, needle):
+    _fails(make_task(tmp_path, "e", "class", csv=csv), tmp_path / "o", t1_ref, needles=["data.csv", needle])
+
+
+def test_all_users_unknown(tmp_path, t1_ref):
+    f = make_task(tmp_path, "u", "item", pa.table({"user_id": [10**6 + i for i in range(20)], "label": [1] * 20}))
+    _fails(f, tmp_path / "o", t1_ref, report=True,
+           needles=["share of users known to T1", "observed 0", "allowed min 0.5", "known_user_floor"])
+
+
+def test_some_unknown_below_floor(tmp_path, t1_ref, known):
+    users = known[:3] + [10**6 + i for i in range(7)]  # 30% known < 50%
+    f = make_task(tmp_path, "u", "item", pa.table({"user_id": users, "label": [1] * 10}))
+    _fails(f, tmp_path / "o", t1_ref, report=True, needles=["share of users known to T1", "observed 0.3"])
+
+
+def test_million_distinct_labels(tmp_path, t1_ref):
+    n = 1_000_000
+    f = make_task(tmp_path, "big", "class", pa.table({"user_id": np.arange(n), "label": np.arange(n)}))
+    e = _fails(f, tmp_path / "o", t1_ref, report=True, known_user_floor=0.0,
+               needles=["expect_column_unique_value_count_to_be_between", "observed 1000000", "max 1000",
+                        "max_labels"])
+    assert e.expectation == "expect_column_unique_value_count_to_be_between"
+
+
+def test_non_utf8_bytes(tmp_path, t1_ref, known):
+    csv = f"user_id,label\n{known[0]},ok\n{known[1]},".encode() + b"caf\xe9\n"
+    _fails(make_task(tmp_path, "b", "class", csv=csv), tmp_path / "o", t1_ref,
+           needles=["column 'label'", "not valid UTF-8", "re-encode"])
+
+
+def test_non_utf8_manifest(tmp_path):
+    f = make_task(tmp_path, "b", "class", csv=b"user_id,label\n1,a\n")
+    (f / "task.yaml").write_bytes(b"name: b\xff\nkind: class\n")
+    _fails(f, tmp_path / "o", needles=["task.yaml", "not valid UTF-8"])
+
+
+def test_ragged_csv_row(tmp_path, t1_ref, known):
+    csv = f"user_id,label\n{known[0]},1\n{known[1]},2,3\n".encode()
+    _fails(make_task(tmp_path, "r", "class", csv=csv), tmp_path / "o", t1_ref,
+           needles=["data.csv", "line 3 has 3 fields", "header has 2"])
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "a\\b", ".hidden"])
+def test_task_name_with_path_parts(tmp_path, name):
+    f = make_task(tmp_path, name, "class", csv=b"user_id,label\n1,a\n", folder="bad")
+    _fails(f, tmp_path / "o", needles=["task.yaml", "name", "path separators"])
+    assert not (tmp_path / "evil").exists()
+
+
+def test_manifest_unknown_key(tmp_path):
+    f = make_task(tmp_path, "k", "class", csv=b"user_id,label\n1,a\n",
+                  manifest={"name": "k", "kind": "class", "epochz": 3})
+    _fails(f, tmp_path / "o", needles=["unknown key 'epochz'", "epochs"])
+
+
+def test_manifest_wrong_kind(tmp_path):
+    f = make_task(tmp_path, "k", "class", csv=b"user_id,label\n1,a\n", manifest={"name": "k", "kind": "sequenze"})
+    _fails(f, tmp_path / "o", needles=["kind is 'sequenze'", "sequence, item, class"])
+
+
+def test_truncated_parquet(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "t", "class", pa.table({"user_id": known[:100], "label": [1, 2] * 50}))
+    data = (f / "data.parquet").read_bytes()
+    (f / "data.parquet").write_bytes(data[: len(data) // 2])
+    _fails(f, tmp_path / "o", t1_ref, needles=["data.parquet", "truncated or corrupt"])
+
+
+def test_negative_item_ids(tmp_path):
+    t = pa.table({"user_id": [1, 2], "items": [[1, 2, 3], [4, -5, 6]]})
+    _fails(make_task(tmp_path, "neg", "sequence", t), tmp_path / "o", report=True,
+           needles=["smallest item id", "-5", "'user_id': 2", ">= 0"])
+
+
+def test_overflowing_ids_in_csv(tmp_path):
+    csv = b"user_id,item_id,timestamp\n1,5,1\n1,99999999999999999999,2\n"
+    _fails(make_task(tmp_path, "ov", "sequence", csv=csv), tmp_path / "out", needles=["'item_id'", "overflow 64-bit"])
+
+
+def test_overflowing_ids_in_parquet(tmp_path):
+    t = pa.table({"user_id": pa.array([1, 2**64 - 1], pa.uint64()), "items": [[1, 2], [3, 4]]})
+    _fails(make_task(tmp_path, "ov", "sequence", t), tmp_path / "out", needles=["'user_id'", "overflow 64-bit"])
+
+
+def test_label_task_without_t1(tmp_path):
+    f = make_task(tmp_path, "x", "class", csv=b"user_id,label\n1,a\n2,b\n")
+    with pytest.raises(ContractError, match="no T1 was given.*pass it as t1"):
+        ingest_task(f, tmp_path / "o")
+    assert leftovers(tmp_path / "o") == []
+    alone = validate_task_dir(f)  # `conure validate` of a lone label folder checks all but the join
+    assert alone.ok and alone.rows == 2 and str(alone).startswith("x (class, data.csv): OK")
+
+
+def test_null_timestamps(tmp_path):
+    csv = b"user_id,item_id,timestamp\n1,2,5\n1,3,\n1,4,7\n"
+    _fails(make_task(tmp_path, "nt", "sequence", csv=csv), tmp_path / "out",
+           needles=["column 'timestamp' has 1 empty values (rows 2)"])
+
+
+def test_manifest_model():
+    from data_contracts.manifest import TaskManifest
+    m = TaskManifest(name="liked", kind="item", lr=1e-4, prune_ratio=0.7)
+    assert m.training_overrides() == {"lr": 1e-4, "prune_ratio": 0.7}
+    assert m.label_bounds() == (1, 10_000_000)
+    assert TaskManifest(name="g", kind="class").label_bounds() == (2, 1_000)

@@ -1,0 +1,21 @@
+"""Child process of test_resume: learn task folders onto lineage 'e2e', printing progress events.
+
+usage: python -m tests.pipeline.child_learn PRESET_FILE TASK_DIR... (CONURE_HOME set by the parent)
+"""
+import json
+import sys
+
+import tasks  # noqa: F401  (configures Prefect before it is imported)
+from tasks import progress
+
+
+def main() -> None:
+    from flows.learn import learn_tasks
+
+    progress.add_sink(lambda e: print("EVENT " + json.dumps(e, default=str), flush=True))
+    report = learn_tasks(sys.argv[2:], lineage="e2e", preset=sys.argv[1])
+    print("REPORT " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

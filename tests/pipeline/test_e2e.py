@@ -1,0 +1,179 @@
+"""End to end: a real Prefect flow (embedded server) and a real MLflow SQLite store learn three real tasks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.pipeline.conftest import HOME, TASKS
+
+
+@pytest.fixture(scope="module")
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def runs(learned, client):
+    exp = client.get_experiment_by_name("e2e")
+    assert exp is not None
+    all_runs = client.search_runs([exp.experiment_id], max_results=500)
+    return {r.info.run_id: r for r in all_runs}
+
+
+def test_report_is_a_lower_triangular_matrix(learned):
+    assert learned["tasks"] == list(TASKS)
+    assert learned["metric"] == {"clicks": "mrr@5", "liked": "mrr@5", "gender": "accuracy"}
+    m = learned["matrix"]
+    assert [[v is None for v in row] for row in m] == [[False, True, True], [False, False, True], [False, False, False]]
+    # Conure never forgets: each task's metric is identical after every later task.
+    for j in range(3):
+        assert len({m[i][j] for i in range(j, 3)}) == 1
+    assert 0.5 < m[2][2] <= 1.0  # gender accuracy of a trained head on real data
+    free = learned["free_capacity"]
+    assert free[0] > free[1] > free[2] > 0
+    assert len(learned["state_digest"]) == 64
+    assert learned["run"]["states"] == {"Completed": 3 * 6}  # ingest, train, prune, retrain, evaluate, register
+
+
+def test_runs_are_nested_flow_task_stage(learned, runs):
+    by_parent: dict[str, list] = {}
+    for r in runs.values():
+        by_parent.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r)
+    flows = [r for r in by_parent[None] if r.data.tags.get("conure.flow") == "learn-tasks"]
+    assert len(flows) >= 1
+    flow = flows[-1] if len(flows) == 1 else min(flows, key=lambda r: r.info.start_time)
+    task_runs = by_parent[flow.info.run_id]
+    assert sorted(r.info.run_name for r in task_runs) == sorted(TASKS)
+    for tr in task_runs:
+        stages = sorted(r.data.tags["conure.stage"] for r in by_parent[tr.info.run_id])
+        assert stages == ["evaluate", "prune", "retrain", "train"]
+        assert tr.info.status == "FINISHED"
+    assert flow.info.status == "FINISHED"
+    assert flow.data.params["strategy"] == "conure"
+    assert json.loads(flow.data.params["config.model.dilations"]) == [1, 2]
+
+
+def test_metrics_per_step(learned, runs, client):
+    flow = next(r for r in runs.values() if r.data.tags.get("conure.flow") == "learn-tasks"
+                and "mlflow.parentRunId" not in r.data.tags)
+    hist = client.get_metric_history(flow.info.run_id, "test/clicks/mrr_at_5")
+    assert sorted(m.step for m in hist) == [1, 2, 3]
+    assert {m.value for m in hist} == {learned["matrix"][0][0]}
+    gender = client.get_metric_history(flow.info.run_id, "test/gender/accuracy")
+    assert [m.step for m in gender] == [3] and gender[0].value == pytest.approx(learned["matrix"][2][2])
+    free = {m.step: m.value for m in client.get_metric_history(flow.info.run_id, "free_capacity/total")}
+    assert free == {i + 1: pytest.approx(v) for i, v in enumerate(learned["free_capacity"])}
+    layers = [k for k in flow.data.metrics if k.startswith("free_capacity/") and k != "free_capacity/total"]
+    assert layers, "free capacity per layer"
+    train = next(r for r in runs.values() if r.data.tags.get("conure.stage") == "train"
+                 and r.data.tags.get("conure.task") == "liked")
+    losses = client.get_metric_history(train.info.run_id, "train_loss")
+    assert sorted(m.step for m in losses) == [1, 2] and all(m.value > 0 for m in losses)
+
+
+def test_artifacts_inputs_and_model_versions(learned, runs, client):
+    import io
+
+    import numpy as np
+
+    task_runs = {r.info.run_name: r for r in runs.values() if r.data.tags.get("conure.task")
+                 and "conure.stage" not in r.data.tags}
+    gender = task_runs["gender"]
+    files = {f.path for f in client.list_artifacts(gender.info.run_id, "masks")}
+    files |= {f.path for f in client.list_artifacts(gender.info.run_id, "matrix")}
+    assert {"masks/owner_maps.npz", "masks/mask_summary.json", "matrix/accuracy_matrix.png",
+            "matrix/accuracy_matrix.csv"} <= files
+    local = client.download_artifacts(gender.info.run_id, "matrix/accuracy_matrix.png")
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    npz = np.load(io.BytesIO(open(client.download_artifacts(gender.info.run_id, "masks/owner_maps.npz"), "rb").read()))
+    owners = np.concatenate([npz[k].ravel() for k in npz.files])
+    assert set(np.unique(owners)) <= {0, 1, 2, 3} and {1, 2, 3} <= set(np.unique(owners))
+    assert float((owners == 0).mean()) == pytest.approx(learned["free_capacity"][2], abs=1e-6)
+    head = json.loads((HOME / "lineages" / "e2e" / "HEAD.json").read_text())
+    for t in head["tasks"]:
+        inputs = task_runs[t["name"]].inputs.dataset_inputs
+        assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [(t["name"], t["prepared_digest"][:36])]
+    versions = sorted(client.search_model_versions("name='conure-e2e'"), key=lambda v: int(v.version))
+    assert [v.tags["num_tasks"] for v in versions] == ["1", "2", "3"]
+    assert versions[-1].tags["state_digest"] == learned["state_digest"]
+    assert client.get_model_version_by_alias("conure-e2e", "head").version == versions[-1].version
+    assert client.get_model_version_by_alias("conure-e2e", "tasks-2").version == versions[1].version
+
+
+def test_second_run_is_all_cache_hits(learned, task_dirs, preset_file):
+    from flows.learn import learn_tasks
+
+    again = learn_tasks([str(d) for d in task_dirs], lineage="e2e", preset=preset_file)
+    assert again["run"]["states"] == {"Cached": 18}
+    assert again["run"]["compute_s"] == 0.0
+    assert again["state_digest"] == learned["state_digest"] and again["matrix"] == learned["matrix"]
+
+
+def test_predict_answers_under_every_task(learned):
+    from typer.testing import CliRunner
+
+    from conure_cli.main import app
+
+    runner = CliRunner()
+    for task in TASKS:
+        res = runner.invoke(app, ["predict", "--lineage", "e2e", "--task", task, "--user", "7", "-k", "5", "--json"])
+        assert res.exit_code == 0, res.output
+        answer = json.loads(res.stdout)
+        assert answer["user"] == "7" and answer["task"] == task
+        if task == "gender":
+            assert answer["label"] in ("M", "F")
+            assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        else:
+            assert len(answer["items"]) == 5 and answer["scores"] == sorted(answer["scores"], reverse=True)
+
+
+def test_report_json_keys(learned):
+    from typer.testing import CliRunner
+
+    from conure_cli.main import app
+
+    res = CliRunner().invoke(app, ["report", "--lineage", "e2e", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    for key in ("lineage", "strategy", "tasks", "metric", "matrix", "free_capacity", "state_digest"):
+        assert rep[key] == learned[key]
+
+
+def test_landing_watch_learns_each_folder_once(learned, task_dirs, preset_file, tmp_path):
+    import shutil
+
+    from flows.landing import watch_landing
+
+    landing = tmp_path / "landing"
+    for d in reversed(task_dirs):  # arrival order does not matter: T1 goes first
+        shutil.copytree(d, landing / d.name)
+    first = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
+    assert [x["task"] for x in first["learned"]] == list(TASKS) and not first["failed"]
+    second = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
+    assert second["learned"] == [] and second["failed"] == {}
+    head = json.loads((HOME / "lineages" / "watched" / "HEAD.json").read_text())
+    assert head["tasks"][-1]["state_digest"] == learned["state_digest"]  # same data, config, code: same state
+
+
+def test_backfill_other_order_from_prefix(learned):
+    from flows.backfill import backfill
+
+    [rep] = backfill(lineage="e2e", orders=["clicks,gender,liked"], from_prefix=1)
+    assert rep["lineage"] == "e2e--conure--clicks-gender-liked"
+    assert rep["tasks"] == ["clicks", "gender", "liked"]
+    assert rep["matrix"][0][0] == learned["matrix"][0][0]
+    assert rep["parent"] == {"lineage": "e2e", "prefix": 1, "order": ["clicks", "gender", "liked"]}
+    from tasks.reporting import lineage_report
+
+    assert [b["lineage"] for b in lineage_report("e2e")["backfills"]] == [rep["lineage"]]
+
+
+def test_backfill_unknown_strategy_is_one_clear_error(learned):
+    from flows.backfill import backfill
+    from tasks.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="strategy 'nope' is not available"):
+        backfill(lineage="e2e", orders=["clicks,liked"], strategy="nope")
