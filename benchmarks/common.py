@@ -28,6 +28,20 @@ def timed(fn, repeats: int, warmup: int = 2) -> float:
     return times[len(times) // 2]
 
 
+def timed_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each callable, timed round-robin so load changes hit all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def matmul_flops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """fp32 FLOP/s of an n x n matmul in this process (the reference the throughput targets use)."""
     g = torch.Generator().manual_seed(0)

@@ -72,28 +72,36 @@ def main(argv: list[str] | None = None) -> int:
             tasks, _ = bundled_tasks(Path(args.workdir) if args.workdir else Path(tmp))
         by_name = {t.name: t for t in tasks}
         strategies = args.strategies.split(",") if args.strategies else None
-        seeds: dict[str, dict] = {}
-        for seed in range(args.seeds):
-            study = get_study(args.preset, seed)
-            cache = ex.T1Cache(study, tasks[0], log)
-            res: dict = {}
-            for name in only:
+        seeds: dict[str, dict] = {str(seed): {} for seed in range(args.seeds)}
+        studies = {seed: get_study(args.preset, int(seed)) for seed in seeds}
+        caches = {seed: ex.T1Cache(studies[seed], tasks[0], log) for seed in seeds}
+        done: list[str] = []
+
+        def save() -> dict:
+            """Write what is complete for every seed, so an interrupted run still renders its finished studies."""
+            results = {"meta": {"command": "python -m benchmarks.compare " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+                                "preset": args.preset, "note": study0.note, "seeds": args.seeds, "studies": list(done),
+                                "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                                "wall_s": time.perf_counter() - started},
+                       "seeds": {k: {n: v[n] for n in done if n in v} | {"t1_seconds": caches[k].seconds}
+                                 for k, v in seeds.items()}}
+            store.parent.mkdir(parents=True, exist_ok=True)
+            store.write_text(json.dumps(results, indent=1))
+            return results
+
+        # Study-major: every seed of one study before the next, so a cut-off run has whole studies.
+        for name in only:
+            for seed in seeds:
                 t0 = time.perf_counter()
                 print(f"seed {seed}: {name}", flush=True)
                 if name == "table2":
-                    res[name] = ex.table2(tasks, study, cache, log, strategies)
+                    seeds[seed][name] = ex.table2(tasks, studies[seed], caches[seed], log, strategies)
                 else:
-                    res[name] = getattr(ex, {"sweep": "pruning_sweep"}.get(name, name))(by_name, study, cache, log)
+                    fn = getattr(ex, {"sweep": "pruning_sweep"}.get(name, name))
+                    seeds[seed][name] = fn(by_name, studies[seed], caches[seed], log)
                 print(f"seed {seed}: {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
-            res["t1_seconds"] = cache.seconds
-            seeds[str(seed)] = res
-        results = {"meta": {"command": "python -m benchmarks.compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-                            "preset": args.preset, "note": study0.note, "seeds": args.seeds, "studies": only,
-                            "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-                            "wall_s": time.perf_counter() - started},
-                   "seeds": seeds}
-        store.parent.mkdir(parents=True, exist_ok=True)
-        store.write_text(json.dumps(results, indent=1))
+            done.append(name)
+            results = save()
     text, headline = render(results, docs)
     print(text)
     figures = {"wall_s": results["meta"]["wall_s"], **{k: v for k, v in headline.items() if v == v}}

@@ -53,7 +53,7 @@ def run_pipeline(folders: list[Path], out: Path) -> dict:
     return {"times": times, "refs": refs}
 
 
-def run_pandas(folders: list[Path], out: Path, max_len: int = 100, seed_key: str = "0000conure000000") -> float:
+def run_pandas(folders: list[Path], out: Path, max_len: int = 100, seed_key: str = "conure0000000000") -> float:
     """The same steps written plainly with pandas (checks, vocab, truncation, join, splits, write).
 
     Its checks are bare asserts (no GX, no reports), so it does less work than the pipeline.

@@ -205,11 +205,14 @@ def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.
 
     import tasks  # noqa: F401
     from tasks.settings import Layout
-    from tasks.tracking import Tracker
+    from tasks.tracking import MlflowClient
 
     lay = Layout()
     base = f"http://127.0.0.1:{port}"
-    url = Tracker(lineage, lay).runs_url(base)
+    exp = MlflowClient(tracking_uri=lay.tracking_uri()).get_experiment_by_name(lineage)
+    url = f"{base}/#/experiments/{exp.experiment_id}/runs" if exp else f"{base}/#/experiments"
+    if exp is None:
+        console.print(f"no MLflow experiment for lineage '{lineage}' yet; showing all experiments")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", lay.tracking_uri(),
            "--default-artifact-root", lay.artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)]
     print(f"MLflow UI: {url}")
@@ -224,12 +227,15 @@ def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.
 @app.command()
 def serve(landing: Optional[Path] = typer.Option(None, help="Landing folder (default $CONURE_HOME/landing)."),
           lineage: str = LINEAGE,
-          interval: int = typer.Option(300, help="Seconds between landing-folder checks.")) -> None:
-    """Serve the deployments locally (landing watch on a schedule, backfills and learning on demand) until Ctrl-C."""
+          interval: int = typer.Option(300, help="Seconds between landing-folder checks."),
+          preset: Optional[str] = typer.Option(None, help="Preset when the landing watch creates the lineage.")) -> None:
+    """Serve the deployments locally (landing watch on a schedule, backfills and learning on demand) until Ctrl-C.
+
+    Starts a local Prefect server (UI included) for as long as it serves, unless PREFECT_API_URL is set."""
     _flows()
     from deployments.serve import serve_all
 
-    serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval)
+    serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval, preset=preset)
 
 
 def _where(report: dict) -> None:

@@ -110,7 +110,7 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
                 owner.copy_(tensors[f"owner.{name}"])
             for i, raw in enumerate(meta["tasks"]):
                 info = TaskInfo(**raw)
-                head = build_head(info.kind, config.width, info.num_labels).to(lineage.device)
+                head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm).to(lineage.device)
                 for name, p in head.named_parameters():
                     p.copy_(tensors[f"head.{i}.{name}"])
                     p.requires_grad_(False)

@@ -58,7 +58,7 @@ def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict
     free: list[float] = []
     stages: list[dict] = []
     for i, task in enumerate(tasks):
-        cfg = preset.train_config(offset + i, (overrides or {}).get(task.name))
+        cfg = preset.train_config(offset + i, (overrides or {}).get(task.name), task.kind)
         prune = not (leave_last_unpruned and i == len(tasks) - 1)
         for result in lineage.learn(task, cfg, prune=prune, progress=progress):
             stages.append({k: v for k, v in result.to_dict().items() if k != "history"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HEAD_KINDS = ("sequence", "item", "class")
@@ -15,8 +16,11 @@ class NextItemHead(nn.Module):
     kind = "sequence"
 
     def __init__(self, width: int, num_labels: int, generator: torch.Generator | None = None,
-                 prior: torch.Tensor | None = None, init_scale: float = 1.0) -> None:
+                 prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False) -> None:
         super().__init__()
+        # normalize: a parameter-free LayerNorm on the user vector (the backbone has no final LN, so
+        # g's scale drifts with depth; a linear probe on standardised g beat the raw one on gender).
+        self.normalize = normalize
         std = init_scale / math.sqrt(width)
         self.weight = nn.Parameter(torch.randn(num_labels, width, generator=generator) * std)
         # Bias starts at the log label frequency of the TRAIN split when given ("init well": the head
@@ -24,12 +28,15 @@ class NextItemHead(nn.Module):
         bias = torch.zeros(num_labels) if prior is None else torch.log(prior.double() + 1.0).float()
         self.bias = nn.Parameter(bias)
 
+    def _prep(self, h: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(h, h.shape[-1:], eps=1e-5) if self.normalize else h
+
     def scores(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.weight.t() + self.bias
+        return self._prep(h) @ self.weight.t() + self.bias
 
     def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""
-        return torch.einsum("nc,nmc->nm", h, self.weight[ids]) + self.bias[ids]
+        return torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
 
 
 class ItemHead(NextItemHead):
@@ -45,12 +52,13 @@ class ClassHead(NextItemHead):
 
 
 def build_head(kind: str, width: int, num_labels: int, generator: torch.Generator | None = None,
-               prior: torch.Tensor | None = None, init_scale: float = 1.0) -> NextItemHead:
+               prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False) -> NextItemHead:
     """A fresh head of ``kind`` ("sequence" | "item" | "class") with ``num_labels`` outputs.
 
-    ``prior``: train-split label counts for the bias init; ``init_scale`` scales the N(0, 1/C) weights.
+    ``prior``: train-split label counts for the bias init; ``init_scale`` scales the N(0, 1/C) weights;
+    ``normalize``: parameter-free LayerNorm on the user vector (item / class tasks only).
     """
     classes = {"sequence": NextItemHead, "item": ItemHead, "class": ClassHead}
     if kind not in classes:
         raise ValueError(f"task kind {kind!r} has no head; use one of {HEAD_KINDS}.")
-    return classes[kind](width, num_labels, generator, prior, init_scale)
+    return classes[kind](width, num_labels, generator, prior, init_scale, normalize and kind != "sequence")

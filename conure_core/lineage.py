@@ -156,7 +156,9 @@ class Lineage:
                 batch = seqs[start:start + batch_size].to(self.device)
                 hidden = self._encode(batch[:, :-1], weights)
                 keep = t1_target_mask(batch, self.config.t1_targets)
-                acc.add_ranks(target_ranks(head.scores(hidden[keep]), batch[:, 1:][keep] - 1))
+                scores, y = head.scores(hidden[keep]), batch[:, 1:][keep] - 1
+                acc.add_loss(scores, y)
+                acc.add_ranks(target_ranks(scores, y))
         else:
             uniq, inverse = self._users(task)
             users, row_user = torch.unique(inverse[rows], return_inverse=True)
@@ -167,6 +169,7 @@ class Lineage:
                 g = vectors[row_user[start:start + batch_size].to(self.device)]
                 y = labels[start:start + batch_size].to(self.device)
                 scores = head.scores(g)
+                acc.add_loss(scores, y)
                 if info.kind == "item":
                     acc.add_ranks(target_ranks(scores, y))
                 else:
@@ -229,7 +232,7 @@ class Lineage:
             p.requires_grad_(False)
         for p in backbone:
             p.requires_grad_(True)
-        groups = [{"params": backbone, "weight_decay": 0.0}]
+        groups = [{"params": backbone, "weight_decay": 0.0, "lr": cfg.lr * cfg.backbone_lr_scale}]
         for name, head in self.heads.items():
             # T1's head trains in T1's first stage only (SPEC section 3); later heads in both stages.
             train_head = name == info.name and (info.index > 1 or stage == "train")
@@ -286,10 +289,11 @@ class Lineage:
                 negatives = sampler.sample(idx.numel(), generator).to(self.device)
                 return bpr_loss(g, head, y, negatives, log_q)
 
-        def validate() -> float:
+        def validate() -> tuple[float, float]:
             with torch.no_grad():
                 w = self.ownership.masked(self._params, k) if stage == "retrain" else None
-                return self._evaluate(task, "valid", info, w, cfg.eval_batch_size).get(info.metric, float("nan"))
+                m = self._evaluate(task, "valid", info, w, cfg.eval_batch_size)
+                return m.get(info.metric, float("nan")), m.get("loss", float("nan"))
 
         try:
             result = run_stage(task=info.name, stage=stage, param_groups=groups, num_rows=train_rows.numel(),
@@ -310,7 +314,8 @@ class Lineage:
             self.ownership.check_capacity(task.name, self.config.min_free)
         prior = label_counts(task, "train") if cfg.prior_bias else None
         head = build_head(task.kind, self.config.width, task.num_labels,
-                          stage_generator(self.config.seed, k, "head"), prior, cfg.head_init).to(self.device)
+                          stage_generator(self.config.seed, k, "head"), prior, cfg.head_init,
+                          self.config.head_norm).to(self.device)
         info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
         self.heads[task.name] = head
         self.infos.append(info)

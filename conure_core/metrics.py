@@ -49,6 +49,11 @@ class MetricAccumulator:
         self.sums: dict[str, float] = {}
         self.count = 0
 
+    def add_loss(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """Accumulate softmax cross-entropy (a smooth tie-breaker for model selection); call before add_*."""
+        loss = torch.nn.functional.cross_entropy(scores.float(), targets, reduction="sum")
+        self.sums["loss"] = self.sums.get("loss", 0.0) + float(loss)
+
     def add_ranks(self, ranks: torch.Tensor, k: int = 5) -> None:
         for name, value in ranking_sums(ranks, k).items():
             self.sums[name] = self.sums.get(name, 0.0) + value

@@ -61,10 +61,21 @@ def run_stage(*, task: str, stage: str, param_groups: list[dict], num_rows: int,
     def snapshot() -> list[torch.Tensor]:
         return [p.detach().clone() for p in params]
 
-    best_valid = validate()
+    def measure() -> tuple[float, float]:
+        out = validate()
+        return (out, float("nan")) if isinstance(out, (int, float)) else (float(out[0]), float(out[1]))
+
+    def better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        # Higher metric wins; on a tie (common with ~50 validation users) the lower validation loss.
+        if math.isnan(b[0]):
+            return not math.isnan(a[0])
+        return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
+
+    best = measure()
+    best_valid = best[0]
     best_state, best_epoch, bad = snapshot(), 0, 0
     history = [{"event": "epoch", "task": task, "stage": stage, "epoch": 0, "loss": None,
-                "valid": best_valid, "metric": metric}]
+                "valid": best_valid, "valid_loss": best[1], "metric": metric}]
     if progress:
         progress(dict(history[0]))
     epochs_run = 0
@@ -83,14 +94,15 @@ def run_stage(*, task: str, stage: str, param_groups: list[dict], num_rows: int,
             total += float(loss.detach())
             batches += 1
         epochs_run = epoch
-        valid = validate()
+        current = measure()
+        valid = current[0]
         record = {"event": "epoch", "task": task, "stage": stage, "epoch": epoch,
-                  "loss": total / max(batches, 1), "valid": valid, "metric": metric}
+                  "loss": total / max(batches, 1), "valid": valid, "valid_loss": current[1], "metric": metric}
         history.append(record)
         if progress:
             progress(dict(record))
-        if not keep_best or valid > best_valid or (math.isnan(best_valid) and not math.isnan(valid)):
-            best_valid, best_state, best_epoch, bad = valid, snapshot(), epoch, 0
+        if not keep_best or better(current, best):
+            best, best_valid, best_state, best_epoch, bad = current, valid, snapshot(), epoch, 0
         else:
             bad += 1
             if bad >= patience:

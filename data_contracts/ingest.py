@@ -90,6 +90,7 @@ class _Checked:
     t1_ref: dict | None = None
     rows: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
+    t1_users: pa.Array | None = None
 
 
 def _t1_dir(t1) -> Path | None:
@@ -110,7 +111,7 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
         columns = prep.resolve_columns(manifest.columns.model_dump())
         t1_dir = _t1_dir(t1)
         if manifest.kind == "sequence":
-            if t1_dir is not None:
+            if t1_dir is not None and require_t1:  # (validate_task_dir just ignores a T1 here)
                 raise ContractError(f"{task_dir / 'task.yaml'}: kind is sequence (a T1) but a T1 was passed; "
                                     f"learn it as the first task, or fix its kind.", file=str(task_dir))
             users, lists = prep.sequence_source(table, columns, str(file))
@@ -142,7 +143,7 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
                              unique_users=manifest.kind == "class")
         result = _timed_validate(frame, suite, clock)
         return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame), t1_ref,
-                        rows, _lap(clock))
+                        rows, _lap(clock), t1_users)
     except DataError as exc:
         raise ContractError.from_data_error(exc) from None
 
@@ -206,8 +207,7 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
             pt = prep.prepare_sequences(c.users, c.values, name=m.name, max_len=m.max_len or prep.DEFAULT_MAX_LEN,
                                         seed=m.split_seed)
         else:
-            _, t1_users = prep.t1_reference(_t1_dir(t1), out_root / m.name)
-            pt = prep.prepare_labels(c.users, c.values, t1_users, name=m.name, kind=m.kind, t1=c.t1_ref,
+            pt = prep.prepare_labels(c.users, c.values, c.t1_users, name=m.name, kind=m.kind, t1=c.t1_ref,
                                      seed=m.split_seed, rows=c.rows)
         prepare_s = time.perf_counter() - t
         path = prep.write_prepared(pt, out_root, extra_meta=extra)

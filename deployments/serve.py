@@ -1,14 +1,29 @@
 """Serve the pipeline's deployments from this process (``conure serve``): no work pool needed.
 
-The same flows are declared in ``deployments/prefect.yaml`` for work pools (process, Docker,
-Kubernetes); see docs/deployments.md.
+Schedules need a Prefect server with its scheduler running (the embedded temporary server runs
+none), so unless ``PREFECT_API_URL`` points at one, ``serve_all`` starts ``prefect server start`` on
+127.0.0.1 as a child process for as long as it serves, and stops it on exit. The same flows are
+declared in ``deployments/prefect.yaml`` for work pools (process, Docker, Kubernetes);
+see docs/deployments.md.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import tasks  # noqa: F401  (configures Prefect before it is imported)
+from tasks.errors import PipelineError
+from tasks.settings import Layout
 
 
-def build_deployments(landing: str | None = None, lineage: str = "default", interval: int = 300) -> list:
+def build_deployments(landing: str | None = None, lineage: str = "default", interval: int = 300,
+                      preset: str | None = None) -> list:
     """The four deployments: landing watch on a schedule; run-default, learn-task and backfill on demand."""
     from flows.backfill import backfill
     from flows.landing import watch_landing
@@ -16,7 +31,7 @@ def build_deployments(landing: str | None = None, lineage: str = "default", inte
 
     return [
         watch_landing.to_deployment(name="landing-watch", interval=interval, tags=["conure", "schedule"],
-                                    parameters={"landing": landing, "lineage": lineage},
+                                    parameters={"landing": landing, "lineage": lineage, "preset": preset},
                                     description="Learn each new task folder of the landing folder once."),
         run_default.to_deployment(name="run-default", tags=["conure"], parameters={"lineage": lineage},
                                   description="The six bundled MovieLens-100K tasks (what `conure run` does)."),
@@ -28,8 +43,57 @@ def build_deployments(landing: str | None = None, lineage: str = "default", inte
     ]
 
 
-def serve_all(landing: str | None = None, lineage: str = "default", interval: int = 300) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(timeout: float = 180.0):
+    """A ``prefect server start`` child on 127.0.0.1 (logs in PREFECT_HOME/server.log); yields its API URL."""
+    port = _free_port()
+    log_path = Path(os.environ.get("PREFECT_HOME", Layout().prefect_home)) / "server.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            if proc.poll() is not None or time.time() > deadline:
+                raise PipelineError(f"the local Prefect server did not start within {timeout:.0f} s; "
+                                    f"see {log_path}.")
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def serve_all(landing: str | None = None, lineage: str = "default", interval: int = 300,
+              preset: str | None = None) -> None:
     """Block serving every deployment until interrupted (Ctrl-C)."""
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    serve(*build_deployments(landing, lineage, interval), print_starting_message=True)
+    deployments = lambda: build_deployments(landing, lineage, interval, preset)  # noqa: E731
+    if os.environ.get("PREFECT_API_URL"):
+        serve(*deployments(), print_starting_message=True)
+        return
+    with local_server() as url:
+        print(f"Prefect server: {url.removesuffix('/api')} (UI); to trigger a deployment from another shell: "
+              f"PREFECT_API_URL={url} .venv/bin/prefect deployment run backfill/backfill -p ...", flush=True)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                serve(*deployments(), print_starting_message=True)
+            except KeyboardInterrupt:
+                pass

@@ -81,6 +81,7 @@ def heatmaps(seeds: list[dict], names: list[str], path: Path) -> None:
         ax.set_yticks(range(n), [f"after T{i + 1}" for i in range(n)])
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
+    fig.subplots_adjust(wspace=0.5, hspace=0.35)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="R[i][j] / R[j][j]")
     fig.suptitle("Accuracy matrices (mean over seeds; text = metric, colour = share kept)")
     fig.savefig(path, dpi=90)

@@ -118,7 +118,7 @@ def read_grouplens(folder: Path) -> tuple[pa.Table, pa.Table | None]:
         u = _read_double_colon(folder / "users.dat", ["user_id", "gender", "age", "occupation", "zip"])
         return ratings, u.select(["user_id", "gender", "age", "occupation"])
     if (folder / "ratings.csv").is_file():
-        r = _read_csv_checked(folder / "ratings.csv", pcsv.ReadOptions(), "\t" if False else ",")
+        r = _read_csv_checked(folder / "ratings.csv", pcsv.ReadOptions(), ",")
         need = ["userId", "movieId", "rating", "timestamp"]
         missing = [c for c in need if c not in r.column_names]
         if missing:

@@ -226,6 +226,9 @@ def write_prepared(pt: PreparedTable, out_root: Path, *, extra_meta: dict | None
 def t1_reference(t1_dir: Path, task_root: Path) -> tuple[dict, pa.Array]:
     """(reference dict for prepare_labels, T1 users in row order) of a prepared T1 folder."""
     t1_dir = Path(t1_dir)
+    if not (t1_dir / META).is_file() or not (t1_dir / DATA).is_file():
+        raise DataError(f"{t1_dir}: not a prepared T1 folder (no {META} / {DATA}); ingest the sequence task "
+                        f"first and pass the folder it returns.", file=str(t1_dir))
     meta = json.loads((t1_dir / META).read_text())
     if meta.get("kind") != "sequence":
         raise DataError(f"{t1_dir}: the T1 reference is a '{meta.get('kind')}' task; pass the prepared "

@@ -35,7 +35,7 @@ class BaselineStrategy:
         self.learned: list[str] = []
 
     def config(self, index: int, task: TaskData) -> TrainConfig:
-        return self.preset.train_config(index, self.overrides.get(task.name))
+        return self.preset.train_config(index, self.overrides.get(task.name), task.kind)
 
     def fresh(self, **kwargs) -> OpenLineage:
         return OpenLineage(self.preset.model, self.num_items, self.item_vocab, self.device, **kwargs)

@@ -28,8 +28,8 @@ class ConureStrategy:
         self._pending: TaskData | None = None
 
     def _config(self, task: TaskData):
-        return self.preset.train_config(self.lineage.tasks.index(task.name) if task.name in self.lineage.tasks
-                                        else len(self.lineage.tasks), self.overrides.get(task.name))
+        index = self.lineage.tasks.index(task.name) if task.name in self.lineage.tasks else len(self.lineage.tasks)
+        return self.preset.train_config(index, self.overrides.get(task.name), task.kind)
 
     def learn(self, task: TaskData) -> None:
         if self._pending is not None:

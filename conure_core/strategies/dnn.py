@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conure_core.seeding import stage_generator
 from conure_core.strategies.sinmo import SinMo
 
 
@@ -51,8 +52,6 @@ class DNN(SinMo):
     shares_t1 = False
 
     def new_model(self):
-        from conure_core.seeding import stage_generator
-
         model = self.fresh(any_first_kind=True)
         model.replace_backbone(BagMLP(self.num_items, self.preset.model.width,
                                       stage_generator(self.preset.model.seed, 0, "dnn")))

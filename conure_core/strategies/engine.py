@@ -12,14 +12,15 @@ weights: nothing is protected, which is the point of a baseline.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import torch
 
 from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
-from conure_core.heads import build_head
 from conure_core.lineage import Lineage, LineageError, TaskInfo
-from conure_core.metrics import METRIC_OF_KIND
-from conure_core.seeding import stage_generator
+from conure_core.ownership import Ownership
 
 POLICIES = ("all", "none", "prunable")
 
@@ -51,8 +52,6 @@ class OpenLineage(Lineage):
 
     def replace_backbone(self, backbone: torch.nn.Module) -> None:
         """Swap in another encoder (e.g. the DNN's) with the same forward(tokens, weights) contract."""
-        from conure_core.ownership import Ownership
-
         self.backbone = backbone.to(self.device)
         self._params = dict(self.backbone.named_parameters())
         self.ownership = Ownership({n: self._params[n] for n in self.backbone.prunable_names()})
@@ -80,7 +79,8 @@ class OpenLineage(Lineage):
         extra = self.extra_params(info, stage)
         for p in extra:
             p.requires_grad_(True)
-        out = [{"params": backbone + extra, "weight_decay": 0.0}] + groups[1:]
+        # The learner's backbone group keeps its options (e.g. a scaled lr); patches train like heads.
+        out = [{**groups[0], "params": backbone}, {"params": extra, "weight_decay": 0.0}] + groups[1:]
         # Adam refuses an empty group list; a frozen backbone simply contributes no group.
         return [g for g in out if g["params"]]
 
@@ -94,16 +94,14 @@ class OpenLineage(Lineage):
             raise LineageError(f"the first task must be the T1 sequence task, not {task.kind!r} task {task.name!r}.")
 
     # ---- helpers for strategies ------------------------------------------------------------------
-    def register(self, task: TaskData) -> TaskInfo:
-        """Add a task's head and info without training it (MTL trains two heads in one stage)."""
-        self._check_new_task(task)
-        k = len(self.infos) + 1
-        head = build_head(task.kind, self.config.width, task.num_labels,
-                          stage_generator(self.config.seed, k, "head")).to(self.device)
-        info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
-        self.heads[task.name] = head
-        self.infos.append(info)
-        return info
+    def register(self, task: TaskData, cfg: TrainConfig) -> TaskInfo:
+        """Add a task's head and info without training it (MTL trains two heads in one stage).
+
+        A zero-epoch ``train`` builds the head exactly as the learner does (prior bias, init scale,
+        normalisation) and only runs one validation pass.
+        """
+        self.train(task, dataclasses.replace(cfg, epochs=0))
+        return self.info(task.name)
 
     def backbone_bytes(self) -> int:
         return tensor_bytes(self._params.values())
@@ -128,13 +126,9 @@ def clone_lineage(source: Lineage, cls=None, **attrs) -> "OpenLineage":
     Training T1 is identical for every strategy (same seeds, same stage), so a benchmark trains it once
     and every strategy starts from a copy; ``attrs`` sets the copy's policy and flags.
     """
-    import copy
-
-    if isinstance(source, OpenLineage):
-        source.drop_cache()
-    else:
-        source._user_cache = {}
-        source.ownership.invalidate()
+    # The per-task user cache holds task tensors; the copy must not duplicate them.
+    source._user_cache = {}
+    source.ownership.invalidate()
     twin = copy.deepcopy(source)
     twin.__class__ = cls or OpenLineage
     defaults = {"policy": "all", "any_first_kind": False}

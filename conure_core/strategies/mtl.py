@@ -29,13 +29,17 @@ def joint_stage(model: OpenLineage, t1: TaskData, task: TaskData, cfg1, cfgk, pr
     params = list(model.params.values())
     for p in [*params, *head1.parameters(), *headk.parameters()]:
         p.requires_grad_(True)
-    groups = [{"params": params + list(head1.parameters()), "weight_decay": 0.0},
+    groups = [{"params": params, "weight_decay": 0.0, "lr": cfgk.lr * getattr(cfgk, "backbone_lr_scale", 1.0)},
+              {"params": list(head1.parameters()), "weight_decay": 0.0},
               {"params": list(headk.parameters()), "weight_decay": cfgk.head_l2}]
     t1_train = t1.sequences[t1.rows("train")]
     rows = task.rows("train")
     uniq, inverse = model._users(task)
     row_users, labels = inverse[rows], task.labels[rows]
     sampler = PopularitySampler(labels, infok.num_labels) if infok.kind == "item" else None
+    # The item loss follows the task's config as in Lineage._run (softmax | bpr | bpr_logq).
+    item_loss = getattr(cfgk, "item_loss", "bpr")
+    log_q = sampler.probs.log().float().to(model.device) if sampler is not None and item_loss == "bpr_logq" else None
     steps = max(1, math.ceil(rows.numel() / cfgk.batch_size))
     t1_batch = max(cfg1.batch_size, math.ceil(t1_train.shape[0] / steps))
     emb, sep = model.params["embedding.weight"], model.num_items + 1
@@ -44,10 +48,10 @@ def joint_stage(model: OpenLineage, t1: TaskData, task: TaskData, cfg1, cfgk, pr
         users, row_user = torch.unique(row_users[idx], return_inverse=True)
         g = model._user_vectors(uniq[users].to(model.device), None)[row_user.to(model.device)]
         y = labels[idx].to(model.device)
-        if sampler is None:
+        if sampler is None or item_loss == "softmax":
             loss_k = class_loss(g, headk, y)
         else:
-            loss_k = bpr_loss(g, headk, y, sampler.sample(idx.numel(), generator).to(model.device))
+            loss_k = bpr_loss(g, headk, y, sampler.sample(idx.numel(), generator).to(model.device), log_q)
         pick = torch.randint(t1_train.shape[0], (t1_batch,), generator=generator)
         seqs = t1_train[pick].to(model.device)
         loss_1 = next_item_loss(model._encode(seqs[:, :-1], None), seqs[:, 1:], head1, cfg1.sampled_fraction, generator)
@@ -57,15 +61,16 @@ def joint_stage(model: OpenLineage, t1: TaskData, task: TaskData, cfg1, cfgk, pr
         if emb.grad is not None:
             emb.grad[sep].zero_()  # the separator's embedding never trains (as in the learner)
 
-    def validate() -> float:
+    def validate() -> tuple[float, float]:
         with torch.no_grad():
-            return model._evaluate(task, "valid", infok, None, cfgk.eval_batch_size).get(infok.metric, float("nan"))
+            m = model._evaluate(task, "valid", infok, None, cfgk.eval_batch_size)
+            return m.get(infok.metric, float("nan")), m.get("loss", float("nan"))
 
     try:
         return run_stage(task=task.name, stage="mtl", param_groups=groups, num_rows=rows.numel(),
                          batch_size=cfgk.batch_size, epochs=cfgk.epochs, patience=cfgk.patience, lr=cfgk.lr,
                          generator=generator, step=step, validate=validate, metric=infok.metric, gate=gate,
-                         progress=progress)
+                         progress=progress, keep_best=getattr(cfgk, "keep_best", True))
     finally:
         for p in [*params, *head1.parameters(), *headk.parameters()]:
             p.requires_grad_(False)
@@ -93,10 +98,10 @@ class MTL(BaselineStrategy):
             self.t1_task = task
         else:
             model = self.fresh()
-            model.register(self.t1_task)
-            model.register(task)
-            joint_stage(model, self.t1_task, task, self.config(0, self.t1_task),
-                        self.config(len(self.learned), task), self.progress)
+            cfg1, cfgk = self.config(0, self.t1_task), self.config(len(self.learned), task)
+            model.register(self.t1_task, cfg1)
+            model.register(task, cfgk)
+            joint_stage(model, self.t1_task, task, cfg1, cfgk, self.progress)
             self.pairs[task.name] = model
         self.learned.append(task.name)
 

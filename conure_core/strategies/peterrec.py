@@ -88,6 +88,7 @@ class PatchedLineage(OpenLineage):
     def train_with_patches(self, task: TaskData, cfg, progress=None):
         """``train`` for a later task, with the task's fresh patches created before its stage runs."""
         self.add_patches(TaskInfo(task.name, task.kind, len(self.infos) + 1, task.num_labels, "", []))
+        # Patches exist before the task's stage, so ``extra_params`` hands them to its optimiser.
         return self.train(task, cfg, progress)
 
     def extra_params(self, info: TaskInfo, stage: str) -> list[torch.nn.Parameter]:

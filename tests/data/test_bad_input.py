@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from conure_core.data.prepared import load_task
@@ -187,3 +186,15 @@ def test_manifest_model():
     assert m.training_overrides() == {"lr": 1e-4, "prune_ratio": 0.7}
     assert m.label_bounds() == (1, 10_000_000)
     assert TaskManifest(name="g", kind="class").label_bounds() == (2, 1_000)
+
+
+def test_sequence_task_with_a_t1(tmp_path, t1_ref):
+    f = make_task(tmp_path, "s2", "sequence", pa.table({"user_id": [1, 2], "items": [[1, 2], [3, 4]]}))
+    with pytest.raises(ContractError, match="kind is sequence .* but a T1 was passed"):
+        ingest_task(f, tmp_path / "o", t1_ref)
+    assert leftovers(tmp_path / "o") == [] and validate_task_dir(f, t1_ref).ok
+
+
+def test_t1_that_is_not_prepared(tmp_path):
+    f = make_task(tmp_path, "x", "class", csv=b"user_id,label\n1,a\n2,b\n")
+    _fails(f, tmp_path / "out", tmp_path / "nowhere", needles=["not a prepared T1 folder", "ingest the sequence task"])

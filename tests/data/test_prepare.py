@@ -184,8 +184,10 @@ def test_user_folders_in_each_format_validate_and_reprepare_identically(tmp_path
     folders = {
         "long_csv_str": make_task(tmp_path, "t1", "sequence", csv=("user_id,item_id,timestamp\n" + long_rows).encode(),
                                   folder="a"),
-        "long_parquet": make_task(tmp_path, "t1", "sequence", pa.table({"user_id": users, "item_id": items, "ts": ts}),
-                                  folder="b", manifest={"name": "t1", "kind": "sequence",
+        "long_parquet": make_task(tmp_path, "t1", "sequence",
+                                  pa.table({"user_id": users, "item_id": items, "timestamp": ts}), folder="b"),
+        "long_renamed": make_task(tmp_path, "t1", "sequence", pa.table({"user_id": users, "item_id": items, "ts": ts}),
+                                  folder="f", manifest={"name": "t1", "kind": "sequence",
                                                         "columns": {"timestamp": "ts"}}),
         "list_parquet": make_task(tmp_path, "t1", "sequence", pa.table({"user_id": np.arange(40), "items": lists}),
                                   folder="c"),
@@ -202,7 +204,10 @@ def test_user_folders_in_each_format_validate_and_reprepare_identically(tmp_path
         a, b = ingest_task(folder, tmp_path / "o1"), ingest_task(folder, tmp_path / "o2")
         assert a.digest == b.digest and a.rows == 40, key
         digests[key] = a
-    assert digests["long_parquet"].digest == digests["list_parquet"].digest  # same rows, same data
+    # Same rows and manifest -> same digest whatever the layout (the digest covers data + manifest).
+    assert digests["long_parquet"].digest == digests["list_parquet"].digest
+    assert pq.read_table(digests["long_renamed"].path / "data.parquet").equals(
+        pq.read_table(digests["list_parquet"].path / "data.parquet"))
     t1a, t1b = digests["list_parquet"], PreparedRef.from_dir(tmp_path / "o2" / "t1" / digests["list_parquet"].digest)
     for key, folder in labels.items():
         assert validate_task_dir(folder, t1a).ok, key

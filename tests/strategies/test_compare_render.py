@@ -38,8 +38,9 @@ def test_paired_by_hand():
     assert abs(p["t"] - 0.2 / (0.1 / 3 ** 0.5)) < 1e-9 and p["wins"] == 3
 
 
-def test_study_presets_share_the_learner_model():
+def test_study_presets():
     quick = get_study("quick", seed=2)
-    assert quick.preset.model.width == 64 and quick.preset.model.seed == 2
+    assert quick.preset.model.width == 32 and quick.preset.model.seed == 2
     assert quick.preset.first.patience == quick.preset.first.epochs
-    assert get_study("smoke").preset.model.width == 32
+    assert quick.preset.prune_ratios == [0.7, 0.8, 0.9, 0.8, 0.9]
+    assert get_study("smoke").preset.model.width == 16
