@@ -10,6 +10,8 @@ from rich.table import Table
 
 console = Console(stderr=True)  # progress and messages on stderr; stdout stays for results / JSON
 out = Console()
+if not out.is_terminal:  # logs and pipes: wide enough for six task columns
+    out.width = 140
 
 
 class StageBars:
@@ -83,7 +85,7 @@ def matrix_table(report: dict) -> Table:
 
 
 def print_report(report: dict, file=None) -> None:
-    target = Console(file=file) if file else out
+    target = Console(file=file, width=140) if file else out
     target.print(matrix_table(report))
     if report.get("state_digest"):
         target.print(f"state digest: {report['state_digest']}", highlight=False)

@@ -67,7 +67,23 @@ def _flows():
     from tasks.settings import quiet_prefect_console
 
     quiet_prefect_console(_STATE["debug"])
+    _warm_imports()
     return sys.modules["flows.learn"], sys.modules["flows.backfill"]
+
+
+def _warm_imports() -> None:
+    """Import MLflow and torch in a thread while the flow boots Prefect's server (seconds of waiting)."""
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in ("tasks.tracking", "conure_core.lineage", "conure_core.checkpoint"):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the flow imports it again and reports properly
+                return
+
+    threading.Thread(target=work, name="conure-warm-imports", daemon=True).start()
 
 
 def _emit(report: dict, as_json: bool) -> None:

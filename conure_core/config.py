@@ -22,7 +22,9 @@ def _from_dict(cls, data: dict[str, Any]):
 class ModelConfig:
     """The shape of one lineage's model; fixed for the lineage's life."""
 
-    backbone: str = "tcn"
+    backbone: str = "tcn"  # "tcn" (NextItNet) | "transformer" (SASRec-style, paper 5.6)
+    blocks: int = 2  # transformer only: number of blocks
+    max_len: int = 256  # transformer only: longest sequence (learned positions)
     width: int = 64
     kernel: int = 3
     # One entry per residual block: the block's first conv uses d, its second 2d (SPEC section 2).
@@ -41,8 +43,8 @@ class ModelConfig:
     head_norm: bool = True  # item / class heads LayerNorm the user vector (no parameters)
 
     def __post_init__(self) -> None:
-        if self.backbone != "tcn":
-            raise ConfigError(f"ModelConfig.backbone={self.backbone!r} is not available; use 'tcn'.")
+        if self.backbone not in ("tcn", "transformer"):
+            raise ConfigError(f"ModelConfig.backbone={self.backbone!r} is not available; use 'tcn' or 'transformer'.")
         if self.user_repr not in ("separator", "last"):
             raise ConfigError(f"ModelConfig.user_repr={self.user_repr!r}; use 'separator' or 'last'.")
         if self.t1_targets not in ("all", "last"):
@@ -85,8 +87,8 @@ class TrainConfig:
     item_loss: str = "bpr"
     # Head init: bias = log(train label count + 1) when prior_bias; weights N(0, (head_init / sqrt(C))^2).
     prior_bias: bool = True
-    backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr * this (heads use lr)
     head_init: float = 1.0
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate = lr * this (heads use lr)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0:
@@ -97,6 +99,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.item_loss={self.item_loss!r}; use 'bpr', 'bpr_logq' or 'softmax'.")
         if not 0.0 <= self.prune_ratio < 1.0:
             raise ConfigError(f"TrainConfig.prune_ratio={self.prune_ratio} must be in [0, 1).")
+        if self.backbone_lr_scale < 0 or self.head_init < 0 or self.head_l2 < 0:
+            raise ConfigError("TrainConfig backbone_lr_scale, head_init and head_l2 must be >= 0.")
 
     @property
     def stage_epochs(self) -> dict[str, int]:

@@ -177,3 +177,15 @@ def test_backfill_unknown_strategy_is_one_clear_error(learned):
 
     with pytest.raises(PipelineError, match="strategy 'nope' is not available"):
         backfill(lineage="e2e", orders=["clicks,liked"], strategy="nope")
+
+
+def test_backfill_baseline_strategy(learned):
+    from flows.backfill import backfill
+    from tasks.reporting import lineage_report
+
+    [rep] = backfill(lineage="e2e", orders=["clicks,liked"], strategy="finesmax")
+    assert rep["lineage"] == "e2e--finesmax--clicks-liked" and rep["strategy"] == "finesmax"
+    m = rep["matrix"]
+    assert m[0][1] is None and m[1][0] == m[0][0]  # FineSmax freezes the backbone after T1: T1 never moves
+    assert 0 < m[1][1] < 1 and rep["state_digest"] == ""  # a baseline keeps no lineage state
+    assert "e2e--finesmax--clicks-liked" in [b["lineage"] for b in lineage_report("e2e")["backfills"]]

@@ -28,6 +28,8 @@ def test_render_writes_tables_checks_and_figures(tmp_path):
     assert headline["conure_max_earlier_task_change"] == 0.0
     assert abs(headline["conure_minus_fineall_t3"] - 0.005) < 1e-12
     assert headline["fig6_liked_first_ratio_not_recovered"] == 0.95  # 0.01 / 0.02 < 95 %
+    assert "SinMoAll forgets T1 (paper: loses 94 % of T1's MRR@5 on ML): here it loses 75 % -> agrees." in text
+    assert "Conure beats FineAll on T3 (paper ML: +8.6 %): here +16.7 %" in text
     for png in ("accuracy_matrices.png", "pruning_t1.png", "pruning_t2.png"):
         assert (tmp_path / "figures" / png).stat().st_size > 1000
 
