@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         def save() -> dict:
             """Write what is complete for every seed, so an interrupted run still renders its finished studies."""
             results = {"meta": {"command": "python -m benchmarks.compare " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-                                "preset": args.preset, "note": study0.note, "seeds": args.seeds, "studies": list(done),
+                                "preset": args.preset, "note": study0.note, "preset_values": study0.preset.to_dict(), "seeds": args.seeds, "studies": list(done),
                                 "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
                                 "wall_s": time.perf_counter() - started},
                        "seeds": {k: {n: v[n] for n in done if n in v} | {"t1_seconds": caches[k].seconds}

@@ -62,26 +62,32 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 def _flows():
     """Import the flows (and Prefect) only when a command needs them; keep Prefect's console quiet."""
     import tasks  # noqa: F401  (Prefect settings first)
+    from tasks import prefect_server
+
+    prefect_server.start_early()  # boots in parallel with the imports below
     import flows.backfill  # noqa: F401
     import flows.learn  # noqa: F401
     from tasks.settings import quiet_prefect_console
 
     quiet_prefect_console(_STATE["debug"])
     _warm_imports()
+    prefect_server.wait_ready()
     return sys.modules["flows.learn"], sys.modules["flows.backfill"]
 
 
 def _warm_imports() -> None:
-    """Import MLflow and torch in a thread while the flow boots Prefect's server (seconds of waiting)."""
+    """Import MLflow (and open its store), torch and GX in a thread while Prefect's server boots."""
     import importlib
     import threading
 
     def work() -> None:
-        for name in ("tasks.tracking", "conure_core.lineage", "conure_core.checkpoint"):
-            try:
+        try:
+            importlib.import_module("tasks.tracking").warm_store()  # MLflow import + store migrations
+            for name in ("conure_core.lineage", "conure_core.checkpoint", "data_contracts.ingest",
+                         "matplotlib.pyplot"):
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the flow imports it again and reports properly
-                return
+        except Exception:  # noqa: BLE001 - the flow imports them again and reports properly
+            return
 
     threading.Thread(target=work, name="conure-warm-imports", daemon=True).start()
 

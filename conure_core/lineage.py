@@ -284,7 +284,9 @@ class Lineage:
                 users, row_user = torch.unique(row_users[idx], return_inverse=True)
                 g = self._user_vectors(uniq[users].to(self.device), weights())[row_user.to(self.device)]
                 y = labels[idx].to(self.device)
-                if sampler is None or cfg.item_loss == "softmax":
+                if sampler is None:
+                    return class_loss(g, head, y, cfg.label_smoothing, cfg.user_dropout, generator)
+                if cfg.item_loss == "softmax":
                     return class_loss(g, head, y)
                 negatives = sampler.sample(idx.numel(), generator).to(self.device)
                 return bpr_loss(g, head, y, negatives, log_q)
@@ -299,7 +301,8 @@ class Lineage:
             result = run_stage(task=info.name, stage=stage, param_groups=groups, num_rows=train_rows.numel(),
                                batch_size=cfg.batch_size, epochs=cfg.stage_epochs[stage], patience=cfg.patience,
                                lr=cfg.lr, generator=generator, step=step, validate=validate, metric=info.metric,
-                               gate=gate, progress=progress, keep_best=cfg.keep_best, order=order)
+                               gate=gate, progress=progress, keep_best=cfg.keep_best, order=order,
+                               select=cfg.select)
         finally:
             self.ownership.end_stage()
             for p in [*self._params.values(), *(q for h in self.heads.values() for q in h.parameters())]:

@@ -45,6 +45,16 @@ def bpr_loss(user: torch.Tensor, head: NextItemHead, positives: torch.Tensor,
     return -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
 
 
-def class_loss(user: torch.Tensor, head: NextItemHead, labels: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy over the task's classes."""
-    return F.cross_entropy(head.scores(user), labels)
+def class_loss(user: torch.Tensor, head: NextItemHead, labels: torch.Tensor, label_smoothing: float = 0.0,
+               dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Softmax cross-entropy over the task's classes.
+
+    ``dropout``: inverted dropout on the (head-normalised) user vector, the mask drawn on the CPU from
+    ``generator`` so a stage replays bit-identically; ``label_smoothing`` as in ``F.cross_entropy``.
+    """
+    if dropout <= 0.0:
+        return F.cross_entropy(head.scores(user), labels, label_smoothing=label_smoothing)
+    h = head._prep(user)
+    keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
+    logits = (h * keep) @ head.weight.t() + head.bias
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)

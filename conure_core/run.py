@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         if event["event"] == "stage_end":
             print(f"  {event['task']:<11} {event['stage']:<8} best epoch {event['best_epoch']:>2}/{event['epochs_run']:<2} "
-                  f"valid {event['metric']} {event['valid']:.4f}  ({event['seconds']:.1f}s)", flush=True)
+                  f"valid {event['metric']} {event['valid']:.4f} loss {event.get('valid_loss', float('nan')):.4f}"
+                  f"{' (kept by loss)' if event.get('select') == 'loss' else ''}  ({event['seconds']:.1f}s)", flush=True)
         elif event["event"] == "prune":
             print(f"  {event['task']:<11} prune    ratio {event['ratio']:.2f} -> free {event['free']:.3f}", flush=True)
 

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import tasks  # noqa: F401  (configures Prefect before it is imported)
 from prefect import flow
 
-from flows.chain import FlowRun, _ref_of, learn_refs
-from tasks.reporting import report_of
-from tasks import adapters, steps
+from flows.chain import FlowRun, learn_refs, ref_of
+from tasks import steps
 from tasks.errors import PipelineError
+from tasks.reporting import report_of
 from tasks.store import Head, LineageStore, check_name
 
 
@@ -40,7 +40,7 @@ def backfill_one(source: Head, order: list[str], strategy: str, from_prefix: int
         raise PipelineError(f"--from-prefix {from_prefix}: the order's first {from_prefix} task(s) "
                             f"{order[:from_prefix]} must be lineage '{source.lineage}''s first ones "
                             f"{learned[:from_prefix]}.")
-    refs = [_ref_of(source.task(n)) for n in order]
+    refs = [ref_of(source.task(n)) for n in order]
     target = into or target_name(source.lineage, order, strategy)
     params = {"source": source.lineage, "order": order, "strategy": strategy, "from_prefix": from_prefix}
     with FlowRun(target, "backfill", params, lock_timeout) as fr:

@@ -15,7 +15,6 @@ from pathlib import Path
 import tasks  # noqa: F401  (configures Prefect before it is imported)
 from tasks import adapters, progress, steps
 from tasks.errors import PipelineError
-from tasks.settings import Layout
 from tasks.store import Head, LearnedTask, LineageStore, write_json
 
 
@@ -180,8 +179,7 @@ def learn_refs(fr: FlowRun, head: Head, refs: list[dict]) -> Head:
             raise PipelineError(f"the first task of lineage '{head.lineage}' must be the sequence task (T1), "
                                 f"not {ref['kind']} task '{ref['name']}'; learn T1 first.")
         parent = head.tasks[pos - 1].state_digest if pos else None
-        prior = [t for t in head.tasks[:pos]]
-        learned = learn_one(fr, head, pos, ref, parent, prior)
+        learned = learn_one(fr, head, pos, ref, parent, head.tasks[:pos])
         if pos < len(head.tasks):
             if head.tasks[pos].state_digest == learned["task"].state_digest:
                 continue
@@ -205,9 +203,9 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
                             preset=head.config, track=track)
         parent = stage_digests[stage] = out["state"]
         free = out["free_capacity"]
-    refs = [_ref_of(t) for t in prior] + [ref]
+    refs = [ref_of(t) for t in prior] + [ref]
     ev = fr.stats.call(steps.evaluate, lineage=head.lineage, state=parent, refs=refs, track=track)
-    metrics = [adapters.metric_of(r["kind"]) for r in refs]
+    metrics = [ev["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
     row = [ev["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
     matrix = [list(r) for r in head.matrix[:pos]] + [row]
     fr.stats.call(steps.register, lineage=head.lineage, state=parent, refs=refs, metrics=metrics, matrix=matrix,
@@ -222,10 +220,12 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
     return {"task": task, "row": row}
 
 
-def _ref_of(t: LearnedTask) -> dict:
+def ref_of(t: LearnedTask) -> dict:
+    """The prepared-data reference of a learned task, as the Prefect tasks take it."""
     return {"name": t.name, "kind": t.kind, "digest": t.prepared_digest, "path": t.prepared_path,
-            "manifest": t.manifest, "rows": t.rows}
+            "manifest": t.manifest, "rows": t.rows, "source": t.source, "folder_digest": t.folder_digest}
 
 
 def t1_of(head: Head) -> dict | None:
-    return _ref_of(head.tasks[0]) if head.tasks else None
+    """T1's reference (later tasks join it by user id), or None for a new lineage."""
+    return ref_of(head.tasks[0]) if head.tasks else None

@@ -67,6 +67,7 @@ def configure_environment(root: Path | None = None) -> Layout:
         "MLFLOW_TRACKING_URI": lay.tracking_uri(),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MPLBACKEND": "Agg",  # heatmaps are files; never open a window (or need a display)
         "DO_NOT_TRACK": "true",
     }
     for key, value in env.items():

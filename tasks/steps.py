@@ -27,7 +27,7 @@ STAGES = ("train", "prune", "retrain")
 # --- cache keys --------------------------------------------------------------------------------
 def _ingest_key(_ctx, p: dict) -> str:
     t1 = p.get("t1") or {}
-    return f"{p.get('_kind', 'ingest')}-" + digest_json([p["folder_digest"], t1.get("digest"), p.get("floor"), code_version()])
+    return "ingest-" + digest_json([p["folder_digest"], t1.get("digest"), p.get("floor"), code_version()])
 
 
 def stage_key(stage: str, p: dict) -> str:
@@ -195,7 +195,8 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
         tracker.end_run(run, "FAILED")
         raise
     progress.emit({"event": "evaluated", "task": current["name"], "metrics": metrics})
-    return {"metrics": metrics, "free_capacity": free, "compute_s": compute}
+    main = {r["name"]: model.info(r["name"]).metric for r in refs}  # each task's headline metric
+    return {"metrics": metrics, "main": main, "free_capacity": free, "compute_s": compute}
 
 
 def _owner_maps(state_dir: Path) -> dict[str, Any]:

@@ -11,9 +11,10 @@ import io
 import json
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tasks.settings import Layout, quiet_libraries
 
@@ -26,6 +27,15 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 quiet_libraries()  # mlflow resets its logger level on import
 
 HEAD_ALIAS = "head"
+# Creating a SQLite store runs MLflow's migrations (seconds); two threads doing it at once collide.
+_INIT_LOCK = threading.Lock()
+
+
+def warm_store(layout: Layout | None = None) -> None:
+    """Create / open the tracking store now (the CLI does it in a thread while Prefect's server boots)."""
+    uri = (layout or Layout()).tracking_uri()
+    with _INIT_LOCK:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def metric_key(*parts: str) -> str:
@@ -55,8 +65,9 @@ class Tracker:
         self.lineage = lineage
         self.uri = self.layout.tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        self.experiment_id = self._experiment()
+        with _INIT_LOCK:
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
         exp = self.client.get_experiment_by_name(self.lineage)
@@ -220,7 +231,3 @@ def heatmap_png(tasks: list[str], metrics: list[str], matrix: list[list[float | 
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def iter_runs(client: MlflowClient, experiment_id: str) -> Iterable:
-    return client.search_runs([experiment_id], max_results=1000)

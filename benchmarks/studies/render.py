@@ -1,6 +1,7 @@
 """docs/results.md and docs/figures/*.png from the study results (regenerated, never hand-edited)."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -203,7 +204,12 @@ def render(results: dict, docs: Path) -> tuple[str, dict]:
           f"    {meta['command']}", "",
           f"Study preset `{meta['preset']}`: {meta['note']}. Seeds: {meta['seeds']}. "
           f"Device: {meta['device']}. Wall time: {meta['wall_s']:.0f} s. Studies run: {', '.join(meta['studies'])}.",
-          "", "Metrics: MRR@5 by full ranking (T1 clicks, T2 liked, T3 loved), accuracy (T4 gender, T5 age, "
+          ""]
+    if meta.get("preset_values"):
+        pv = meta["preset_values"]
+        md += ["Preset values: " + "; ".join(f"{k} = `{json.dumps(pv[k])}`" for k in ("model", "first", "later", "classes", "prune_ratios")
+                                            if pv.get(k) is not None), ""]
+    md += ["Metrics: MRR@5 by full ranking (T1 clicks, T2 liked, T3 loved), accuracy (T4 gender, T5 age, "
           "T6 occupation), on each task's whole test split; mean ± std over seeds. The paper's numbers are on "
           "ML-25M (T1-T3 only), so compare shapes, not values. About 143 test users for T1 and ~140 for the "
           "class tasks: differences below ~0.005 MRR (T1) or ~0.03 accuracy are noise.", ""]

@@ -52,18 +52,24 @@ def quick_report(movielens):
 
 @pytest.mark.slow
 def test_quick_preset_retains_and_beats_popularity(quick_report, movielens):
-    """The whole quick lineage: exact retention; every recommendation task above most-popular."""
+    """The whole quick lineage: exact retention; every recommendation task above most-popular, and no
+    class task below the majority class (validation-loss selection falls back to the class prior)."""
     n = len(movielens)
     for j in range(n - 1):
         assert quick_report.matrix[-1][j] == quick_report.matrix[j][j], movielens[j].name
     for j, task in enumerate(movielens):
         if task.kind != "class":
             assert quick_report.matrix[-1][j] > quick_report.baselines[task.name]["value"], task.name
+        else:
+            assert quick_report.matrix[-1][j] >= quick_report.baselines[task.name]["value"], task.name
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open: the class tasks stay at or below the majority class (docs/performance.md)", strict=False)
+@pytest.mark.xfail(reason="open: the class tasks end exactly at the majority class; the bundled T1 input (the last 30 "
+                          "ratings <= 3) carries no profile signal a classifier can turn into accuracy "
+                          "(docs/performance.md, quick_lineage)", strict=False)
 def test_quick_preset_beats_majority_on_class_tasks(quick_report, movielens):
+    """Issue 2's acceptance for the profile tasks; xfail until the data or the task definition changes."""
     for j, task in enumerate(movielens):
         if task.kind == "class":
             assert quick_report.matrix[-1][j] > quick_report.baselines[task.name]["value"], task.name

@@ -41,8 +41,11 @@ def test_paired_by_hand():
 
 
 def test_study_presets():
+    from conure_core.config import get_preset
+
     quick = get_study("quick", seed=2)
-    assert quick.preset.model.width == 32 and quick.preset.model.seed == 2
-    assert quick.preset.first.patience == quick.preset.first.epochs
-    assert quick.preset.prune_ratios == [0.7, 0.8, 0.9, 0.8, 0.9]
-    assert get_study("smoke").preset.model.width == 16
+    learner = get_preset("quick")
+    assert quick.preset.model.seed == 2 and quick.preset.later == learner.later and quick.preset.first == learner.first
+    smoke = get_study("smoke")
+    assert smoke.preset.model.width == 32 and smoke.preset.model.dilations == [1, 4]
+    assert smoke.preset.first.patience == smoke.preset.first.epochs

@@ -1,0 +1,83 @@
+"""Start Prefect's local temporary server early, in parallel with the CLI's imports.
+
+Prefect 3 boots its temporary server (a uvicorn subprocess) only when the first flow starts, after
+importing the server's code into the client process too: seconds on the critical path of every
+`conure` command. ``start_early`` launches the same subprocess (same command and environment as
+Prefect's ``SubprocessASGIServer``) before Prefect is imported and points ``PREFECT_API_URL`` at
+it, so the boot overlaps the imports; ``wait_ready`` blocks until it answers. The subprocess is
+stopped when the command exits. Nothing happens when ``PREFECT_API_URL`` is already set.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tasks.errors import PipelineError
+
+_server: dict = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_early() -> str | None:
+    """Spawn the temporary server now; returns its API URL (None when an API URL is already set)."""
+    if os.environ.get("PREFECT_API_URL") or _server:
+        return os.environ.get("PREFECT_API_URL")
+    if "prefect" in sys.modules:  # too late: Prefect has read its settings; let it start its own
+        return None
+    site = Path(importlib.util.find_spec("prefect").origin).parent.parent
+    port = _free_port()
+    home = Path(os.environ.get("PREFECT_HOME", "."))
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(site), "--factory",
+                             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "error", "--lifespan", "on"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    _server.update(proc=proc, url=url, log=home / "server.log", ready=False)
+    os.environ["PREFECT_API_URL"] = url
+    atexit.register(stop)
+    return url
+
+
+def wait_ready(timeout: float = 120.0) -> None:
+    """Block until the early server answers /health (no-op when none was started here)."""
+    if not _server or _server["ready"]:
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _server["proc"].poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"{_server['url']}/health", timeout=2) as r:
+                if r.status == 200:
+                    _server["ready"] = True
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise PipelineError(f"Prefect's local server did not start within {timeout:.0f} s; see {_server['log']} "
+                        "(or set PREFECT_API_URL to a running Prefect server).")
+
+
+def stop() -> None:
+    proc = _server.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
