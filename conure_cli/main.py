@@ -59,12 +59,16 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
     _STATE["debug"] = _STATE["debug"] or debug
 
 
-def _flows():
-    """Import the flows (and Prefect) only when a command needs them; keep Prefect's console quiet."""
+def _flows(early_server: bool = True):
+    """Import the flows (and Prefect) only when a command needs them; keep Prefect's console quiet.
+
+    early_server: boot Prefect's temporary server in parallel with the imports (not for `serve`,
+    which needs a server with its scheduler, see deployments/serve.py)."""
     import tasks  # noqa: F401  (Prefect settings first)
     from tasks import prefect_server
 
-    prefect_server.start_early()  # boots in parallel with the imports below
+    if early_server:
+        prefect_server.start_early()  # boots in parallel with the imports below
     import flows.backfill  # noqa: F401
     import flows.learn  # noqa: F401
     from tasks.settings import quiet_prefect_console
@@ -109,7 +113,8 @@ def run(lineage: str = LINEAGE,
     """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order
     and print the accuracy matrix. A second run re-uses every step (all cache hits)."""
     learn_mod, _ = _flows()
-    console.print(f"conure run: lineage '{lineage}', preset '{preset}' (first flow starts Prefect's local server)")
+    home = os.environ.get("CONURE_HOME", ".conure")
+    console.print(f"conure run: lineage '{lineage}', preset '{preset}', run files under {home}", highlight=False)
     with StageBars():
         report = learn_mod.run_default(lineage=lineage, preset=preset)
     _emit(report, as_json)
@@ -254,7 +259,7 @@ def serve(landing: Optional[Path] = typer.Option(None, help="Landing folder (def
     """Serve the deployments locally (landing watch on a schedule, backfills and learning on demand) until Ctrl-C.
 
     Starts a local Prefect server (UI included) for as long as it serves, unless PREFECT_API_URL is set."""
-    _flows()
+    _flows(early_server=False)
     from deployments.serve import serve_all
 
     serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval, preset=preset)

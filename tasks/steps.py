@@ -120,12 +120,13 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
     epochs = cfg.stage_epochs.get(stage, 0)
     progress.emit({"event": "stage_start", "task": ref["name"], "stage": stage, "epochs": epochs})
 
+    epochs_log = tracker.buffer(run)  # epoch metrics, written every few seconds (a write per epoch is slow)
+
     def on_event(event: dict) -> None:
         progress.emit(event)
         if event.get("event") == "epoch":
-            tracker.log_metrics(run, {"train_loss": event.get("loss"),
-                                      f"valid/{event.get('metric', 'metric')}": event.get("valid")},
-                                step=int(event["epoch"]))
+            epochs_log.add({"train_loss": event.get("loss"), f"valid/{event.get('metric', 'metric')}": event.get("valid")},
+                           step=int(event["epoch"]))
 
     started = time.perf_counter()
     try:
@@ -137,6 +138,7 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
         else:
             result = model.retrain(data, cfg, progress=on_event).to_dict()
         compute = time.perf_counter() - started
+        epochs_log.flush()
         digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
         free = model.free_capacity()
         tracker.log_metrics(run, {"compute_seconds": compute, "free_capacity/total": free["total"],
@@ -145,6 +147,7 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
         tracker.set_tags(run, {"conure.state_digest": digest})
         tracker.end_run(run)
     except BaseException:
+        epochs_log.flush()
         tracker.end_run(run, "FAILED")
         raise
     result.pop("history", None)

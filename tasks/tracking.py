@@ -122,6 +122,10 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500], synchronous=True)
 
+    def buffer(self, run_id: str, every_s: float = 5.0) -> "MetricBuffer":
+        """Metrics collected in memory and written in one batch every ``every_s`` seconds / on flush."""
+        return MetricBuffer(self, run_id, every_s)
+
     # --- artifacts ---------------------------------------------------------------------------
     def log_bytes(self, run_id: str, data: bytes, path: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -231,3 +235,23 @@ def heatmap_png(tasks: list[str], metrics: list[str], matrix: list[list[float | 
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+class MetricBuffer:
+    """Per-epoch metrics of one run: a SQLite write per epoch costs more than a small epoch."""
+
+    def __init__(self, tracker: Tracker, run_id: str, every_s: float):
+        self.tracker, self.run_id, self.every_s = tracker, run_id, every_s
+        self.items: list[Metric] = []
+        self.last = time.perf_counter()
+
+    def add(self, metrics: dict[str, float | None], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.items += [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
+        if time.perf_counter() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self.items), 500):
+            self.tracker.client.log_batch(self.run_id, metrics=self.items[i:i + 500], synchronous=True)
+        self.items, self.last = [], time.perf_counter()

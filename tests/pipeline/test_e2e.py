@@ -189,3 +189,27 @@ def test_backfill_baseline_strategy(learned):
     assert m[0][1] is None and m[1][0] == m[0][0]  # FineSmax freezes the backbone after T1: T1 never moves
     assert 0 < m[1][1] < 1 and rep["state_digest"] == ""  # a baseline keeps no lineage state
     assert "e2e--finesmax--clicks-liked" in [b["lineage"] for b in lineage_report("e2e")["backfills"]]
+
+
+def test_bad_data_stops_before_training_with_gx_report(learned, client, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_contracts.errors import ContractError
+    from flows.learn import learn_task
+
+    bad = tmp_path / "bad_liked"
+    bad.mkdir()
+    (bad / "task.yaml").write_text("name: bad_liked\nkind: item\n")
+    pq.write_table(pa.table({"user_id": [1, 2, 3, None], "label": [10, 20, 30, 40]}), bad / "data.parquet")
+    head_before = (HOME / "lineages" / "e2e" / "HEAD.json").read_text()
+    with pytest.raises(ContractError, match="user_id"):
+        learn_task(task_dir=str(bad), lineage="e2e")
+    assert (HOME / "lineages" / "e2e" / "HEAD.json").read_text() == head_before  # the lineage is untouched
+    exp = client.get_experiment_by_name("e2e")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'", max_results=10)
+    flow_runs = [r for r in failed if r.data.tags.get("conure.flow") == "learn-task"]
+    assert flow_runs and [a.path for a in client.list_artifacts(flow_runs[0].info.run_id)] == ["gx_report"]
+    shutil.rmtree(bad)
