@@ -78,21 +78,35 @@ def _read_checked(path: Path) -> tuple[bytes, dict]:
     if not path.is_file():
         raise CheckpointError(f"lineage state {path} does not exist; save one with conure_core.checkpoint.save_state.")
     data = path.read_bytes()
-    head = data[:8]
-    if data[:2] == b"PK" or data[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path} is a pickle / torch.save file; refusing to load it (pickle can run code). "
-            "Load it in a trusted session and re-save it with conure_core.checkpoint.save_state.")
-    try:
-        (size,) = struct.unpack("<Q", head)
-        header = json.loads(data[8:8 + size])
-        meta = json.loads(header["__metadata__"]["conure"])
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a Conure safetensors lineage state ({exc.__class__.__name__}); "
-                              "point to a file written by conure_core.checkpoint.save_state.") from None
+    meta = _safetensors_meta(data)
+    if meta is None:
+        if data[:2] == b"PK" or data[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path} is a pickle / torch.save file; refusing to load it (pickle can run code). "
+                "Load it in a trusted session and re-save it with conure_core.checkpoint.save_state.")
+        raise CheckpointError(f"{path} is not a Conure safetensors lineage state; "
+                              "point to a file written by conure_core.checkpoint.save_state.")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has state format {meta.get('format')!r}; this code reads {FORMAT!r}.")
     return data, meta
+
+
+def _safetensors_meta(data: bytes) -> dict | None:
+    """The Conure metadata of a safetensors file, or None when ``data`` is not one.
+
+    Decided by the header itself (8-byte length + JSON), never by the first byte: a safetensors
+    header length can start with 0x80, the byte that also opens a pickle.
+    """
+    if len(data) < 10:
+        return None
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8 or data[8:9] != b"{":
+        return None
+    try:
+        header = json.loads(data[8:8 + size])
+        return json.loads(header["__metadata__"]["conure"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def load_state(path: str | os.PathLike, device: str | torch.device | None = None) -> Lineage:

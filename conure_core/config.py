@@ -149,6 +149,16 @@ class Preset:
     prune_ratios: list[float] = field(default_factory=lambda: [0.7])
     # Classification tasks' config when it differs from ``later`` (e.g. ~700 users need small batches).
     classes: TrainConfig | None = None
+    # torch intra-op threads while this preset trains (None: torch's default). Results are bit-exact
+    # for a given device and thread count, so a preset that fixes it also fixes its digests.
+    threads: int | None = None
+
+    def apply_threads(self) -> None:
+        """Set torch's intra-op thread count to the preset's, when it names one."""
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
     def train_config(self, index: int, overrides: dict[str, Any] | None = None, kind: str | None = None) -> TrainConfig:
         """The TrainConfig of the task at 0-based position ``index`` (of ``kind``), with manifest overrides."""
@@ -159,7 +169,7 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model.to_dict(), "first": self.first.to_dict(),
                 "later": self.later.to_dict(), "prune_ratios": list(self.prune_ratios),
-                "classes": self.classes.to_dict() if self.classes else None}
+                "classes": self.classes.to_dict() if self.classes else None, "threads": self.threads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preset":
@@ -167,7 +177,8 @@ class Preset:
         return cls(name=data["name"], model=ModelConfig.from_dict(data["model"]),
                    first=TrainConfig.from_dict(data["first"]), later=TrainConfig.from_dict(data["later"]),
                    prune_ratios=list(data["prune_ratios"]),
-                   classes=TrainConfig.from_dict(classes) if classes else None)
+                   classes=TrainConfig.from_dict(classes) if classes else None,
+                   threads=data.get("threads"))
 
 
 def _quick() -> Preset:
@@ -189,6 +200,9 @@ def _quick() -> Preset:
                             head_l2=0.1, head_init=0.1, select="loss", user_dropout=0.3,
                             label_smoothing=0.1),
         prune_ratios=[0.7, 0.8, 0.9, 0.8, 0.9],
+        # The quick model's matmuls are tiny: a second OpenMP thread buys little, and on a loaded
+        # 2-core machine its spin-waiting made the lineage 6x slower (167 s vs 27 s).
+        threads=1,
     )
 
 

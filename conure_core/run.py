@@ -7,6 +7,7 @@ popularity / majority-class baselines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -90,20 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON line")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: 1 for the quick preset, torch's default otherwise)")
+                        help="torch intra-op threads (default: the preset's; quick uses 1)")
     args = parser.parse_args(argv)
-    threads = args.threads or (1 if args.preset == "quick" else None)
-    if threads:
-        import torch
-
-        # The quick model's matmuls are tiny: a second OpenMP thread buys little, and on a loaded
-        # 2-core machine its spin-waiting made the lineage 6x slower (167 s vs 27 s).
-        torch.set_num_threads(threads)
     try:
         preset = get_preset(args.preset)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.threads:
+        preset = dataclasses.replace(preset, threads=args.threads)
+    preset.apply_threads()
 
     def progress(event: dict) -> None:
         if args.quiet:

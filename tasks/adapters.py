@@ -84,33 +84,16 @@ def save_lineage(lineage, tmp_dir: Path) -> str:
     from conure_core.checkpoint import save_state, state_digest
 
     path = save_state(lineage, tmp_dir / STATE_FILE)
-    _avoid_pickle_false_positive(path)
     return state_digest(path)
-
-
-def _avoid_pickle_false_positive(path: Path) -> None:
-    """Workaround (reported): conure_core.checkpoint refuses any file whose first byte is 0x80 as a
-    pickle, but a safetensors file starts with its 8-byte little-endian header length, whose low byte
-    can be 0x80. Padding the JSON header with 8 spaces (allowed by the format, which pads with spaces
-    itself) moves that byte; deterministic, so digests stay reproducible. Remove once checkpoint.py
-    tells pickle from safetensors by the header rather than the first byte."""
-    import struct
-
-    data = path.read_bytes()
-    if data[:1] != b"\x80" or data[8:9] != b"{":
-        return
-    (size,) = struct.unpack("<Q", data[:8])
-    fixed = struct.pack("<Q", size + 8) + data[8:8 + size] + b" " * 8 + data[8 + size:]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(fixed)
-    tmp.replace(path)
 
 
 def train_config(preset: dict, index: int, ref: dict):
     """The TrainConfig of the task at 0-based ``index`` (preset + the manifest's overrides)."""
     from conure_core.config import Preset
 
-    return Preset.from_dict(preset).train_config(index, train_overrides(ref))
+    chosen = Preset.from_dict(preset)
+    chosen.apply_threads()
+    return chosen.train_config(index, train_overrides(ref), ref.get("kind"))
 
 
 def metric_of(kind: str) -> str:

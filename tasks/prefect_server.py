@@ -24,6 +24,17 @@ from tasks.errors import PipelineError
 _server: dict = {}
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when `conure` dies, even by ``kill -9`` (no orphan servers)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - elsewhere atexit still stops it on a normal exit
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +56,8 @@ def start_early() -> str | None:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(site), "--factory",
                              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "error", "--lifespan", "on"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}/api"
     _server.update(proc=proc, url=url, log=home / "server.log", ready=False)
     os.environ["PREFECT_API_URL"] = url

@@ -5,7 +5,8 @@ code version) and persists its small JSON result under ``CONURE_HOME/prefect/res
 output (a prepared table or a lineage state) is content-addressed on disk and written atomically.
 A re-run therefore re-uses every finished step, and a run killed mid-step (even ``kill -9``)
 resumes at that step: the learner seeds each stage from (seed, task index, stage), so the resumed
-step ends in the same state digest.
+step ends in the same state digest (on the same device and torch thread count: float sums depend
+on both).
 """
 from __future__ import annotations
 

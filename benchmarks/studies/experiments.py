@@ -28,10 +28,9 @@ def metric(task: TaskData) -> str:
 
 
 def with_backbone(preset: Preset, backbone: str, prune_embedding: bool = False) -> Preset:
-    out = Preset.from_dict(preset.to_dict()) if backbone == "tcn" else copy.deepcopy(preset)
-    out.model.backbone = backbone  # ModelConfig validates only 'tcn' at construction (see report)
-    out.model.prune_embedding = prune_embedding
-    return out
+    data = preset.to_dict()
+    data["model"] = {**data["model"], "backbone": backbone, "prune_embedding": prune_embedding}
+    return Preset.from_dict(data)
 
 
 class T1Cache:

@@ -38,3 +38,22 @@ def test_refuses_pickles(tmp_path, learned):
         load_state(junk)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state(tmp_path / "missing.safetensors")
+
+
+def test_loads_state_whose_header_length_starts_with_pickle_byte(tmp_path, learned):
+    """A safetensors header length can begin with 0x80 (a pickle's first byte); it must still load."""
+    import struct
+
+    lineage, _ = learned
+    path = save_state(lineage, tmp_path / "state.safetensors")
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    pad = (0x80 - size % 256) % 256  # spaces after the JSON header are allowed by the format
+    padded = struct.pack("<Q", size + pad) + data[8:8 + size] + b" " * pad + data[8 + size:]
+    assert padded[:1] == b"\x80"
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(padded)
+    loaded = load_state(odd)
+    assert loaded.tasks == lineage.tasks
+    for name, p in lineage.params.items():
+        assert torch.equal(loaded.params[name], p)

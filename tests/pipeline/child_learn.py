@@ -10,7 +10,13 @@ from tasks import progress
 
 
 def main() -> None:
+    import os
+
+    import torch
+
     from flows.learn import learn_tasks
+
+    torch.set_num_threads(int(os.environ.get("CONURE_TEST_THREADS", "1")))  # as the parent's in-process run
 
     progress.add_sink(lambda e: print("EVENT " + json.dumps(e, default=str), flush=True))
     report = learn_tasks(sys.argv[2:], lineage="e2e", preset=sys.argv[1])

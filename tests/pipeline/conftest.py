@@ -71,6 +71,20 @@ def preset_file() -> str:
     return str(path)
 
 
+THREADS = 1  # the kill test's child uses the same count: float sums (so state digests) depend on it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    """One intra-op thread here and in child processes, whatever other test folders set before."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def learned(task_dirs, preset_file) -> dict:
     """One real flow run on the embedded Prefect server learning the three tasks (lineage 'e2e')."""

@@ -42,9 +42,7 @@ def tiny_preset(backbone: str = "tcn", epochs: int = 2) -> Preset:
     ``keep_best=False``: a stage keeps its last epoch, so tests that check which weights moved do not
     depend on whether a noisy tiny validation split happened to prefer the untrained epoch 0.
     """
-    model = ModelConfig(width=16, dilations=[1, 2])
-    if backbone != "tcn":
-        model.backbone = backbone  # ModelConfig validates 'tcn' only (see the report); set after init
+    model = ModelConfig(width=16, dilations=[1, 2], backbone=backbone)
     return Preset(name="tiny", model=model,
                   first=TrainConfig(lr=1e-2, batch_size=64, epochs=epochs, retrain_epochs=1, patience=2, keep_best=False),
                   later=TrainConfig(lr=1e-2, batch_size=256, epochs=epochs, retrain_epochs=1, patience=2, keep_best=False),
