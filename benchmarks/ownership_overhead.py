@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         def step():
             opt.zero_grad(set_to_none=True)
             weights = lineage.ownership.masked(lineage.params, 1) if stage == "retrain" else None
-            loss = class_loss(lineage._user_vectors(seqs, weights), head, labels)
+            loss = class_loss(lineage.user_vectors(seqs, weights), head, labels)
             loss.backward()
             if gated:
                 lineage.ownership.gate_grads(lineage.params)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     def infer(weights):
         def run():
             with torch.no_grad():
-                lineage._user_vectors(seqs, weights)
+                lineage.user_vectors(seqs, weights)
             sync()
         return run
 

@@ -40,7 +40,7 @@ def measure(lineage: Lineage, head, seqs: torch.Tensor, batch: int, steps: int) 
 
     def step():
         opt.zero_grad(set_to_none=True)
-        hidden = lineage._encode(data[:, :-1], None)
+        hidden = lineage.encode(data[:, :-1], None)
         loss = next_item_loss(hidden, data[:, 1:], head)
         loss.backward()
         lineage.ownership.gate_grads(lineage.params)

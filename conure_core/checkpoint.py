@@ -6,18 +6,17 @@ is written next to it as ``<name>.json``.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from conure_core.atomic import atomic_write_bytes
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage, TaskInfo
 from conure_core.heads import build_head
@@ -27,21 +26,6 @@ FORMAT = "conure-lineage/1"
 
 class CheckpointError(ValueError):
     """A state file is missing, not a Conure safetensors state, or inconsistent."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def lineage_meta(lineage: Lineage) -> dict:
@@ -68,9 +52,9 @@ def save_state(lineage: Lineage, path: str | os.PathLike) -> Path:
     """Write ``path`` (a .safetensors file) and ``path.with_suffix('.json')`` atomically; returns ``path``."""
     path = Path(path)
     data = state_bytes(lineage)
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     readable = json.dumps(lineage_meta(lineage), indent=2, sort_keys=True).encode()
-    _atomic_write(path.with_suffix(".json"), readable)
+    atomic_write_bytes(path.with_suffix(".json"), readable)
     return path
 
 

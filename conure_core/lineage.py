@@ -116,16 +116,17 @@ class Lineage:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _encode(self, tokens: torch.Tensor, weights: dict | None) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
+        """Hidden states [B, L, C] (float32) of tokens [B, L]; ``weights`` override parameters by name."""
         with self._autocast():
             return self._encode_fn(tokens, weights).float()
 
-    def _user_vectors(self, sequences: torch.Tensor, weights: dict | None) -> torch.Tensor:
+    def user_vectors(self, sequences: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
         """User representation g for tasks after T1: hidden state at an appended separator (or last item)."""
         if self.config.user_repr == "separator":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
             sequences = torch.cat([sequences, sep], dim=1)
-        return self._encode(sequences, weights)[:, -1]
+        return self.encode(sequences, weights)[:, -1]
 
     def _users(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique sequences [U, L], row -> unique index [N]); rows of one user share one forward."""
@@ -142,10 +143,26 @@ class Lineage:
         """Inference weights of a learned task (an unpruned last task still reads its free weights)."""
         return self.ownership.effective(self._params, info.index, include_free=not info.pruned)
 
+    def drop_cache(self) -> None:
+        """Forget cached per-task tensors and effective weights (e.g. before a deepcopy)."""
+        self._user_cache = {}
+        self.ownership.invalidate()
+
+    def replace_backbone(self, backbone: torch.nn.Module) -> None:
+        """Swap in another encoder (same ``forward(tokens, weights)`` contract, uncompiled) before any task;
+        its ``prunable_names()`` become the owned set."""
+        if self.infos:
+            raise LineageError(f"the backbone can only be replaced before the first task; learned: {self.tasks}.")
+        self.backbone = backbone.to(self.device)
+        self._params = dict(self.backbone.named_parameters())
+        self.ownership = Ownership({n: self._params[n] for n in self.backbone.prunable_names()})
+        self._encode_fn = self.backbone
+
     # ---- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def _evaluate(self, task: TaskData, split: str, info: TaskInfo, weights: dict | None,
-                  batch_size: int = 1024) -> dict[str, float]:
+    def evaluate_with(self, task: TaskData, split: str, info: TaskInfo, weights: dict | None,
+                      batch_size: int = 1024) -> dict[str, float]:
+        """Metrics of ``info``'s task on one split under the given forward ``weights`` (None: plain)."""
         head = self.heads[info.name]
         rows = task.rows(split)
         acc = MetricAccumulator()
@@ -154,7 +171,7 @@ class Lineage:
             seqs = task.sequences[rows]
             for start in range(0, seqs.shape[0], batch_size):
                 batch = seqs[start:start + batch_size].to(self.device)
-                hidden = self._encode(batch[:, :-1], weights)
+                hidden = self.encode(batch[:, :-1], weights)
                 keep = t1_target_mask(batch, self.config.t1_targets)
                 scores, y = head.scores(hidden[keep]), batch[:, 1:][keep] - 1
                 acc.add_loss(scores, y)
@@ -162,7 +179,7 @@ class Lineage:
         else:
             uniq, inverse = self._users(task)
             users, row_user = torch.unique(inverse[rows], return_inverse=True)
-            vectors = torch.cat([self._user_vectors(uniq[users[s:s + batch_size]].to(self.device), weights)
+            vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device), weights)
                                  for s in range(0, users.numel(), batch_size)]) if users.numel() else None
             labels = task.labels[rows]
             for start in range(0, rows.numel(), batch_size):
@@ -179,7 +196,7 @@ class Lineage:
     def evaluate(self, task: TaskData, split: str = "test", batch_size: int = 1024) -> dict[str, float]:
         """Metrics of a learned task on one split with its effective weights (MRR/HR/NDCG@5 or accuracy)."""
         info = self.info(task.name)
-        return self._evaluate(task, split, info, self._weights_for(info), batch_size)
+        return self.evaluate_with(task, split, info, self._weights_for(info), batch_size)
 
     @torch.no_grad()
     def predict(self, task_name: str, sequences: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,9 +211,9 @@ class Lineage:
         if seqs.dim() == 1:
             seqs = seqs.unsqueeze(0)
         if info.kind == "sequence":
-            h = self._encode(seqs, weights)[:, -1]
+            h = self.encode(seqs, weights)[:, -1]
         else:
-            h = self._user_vectors(seqs, weights)
+            h = self.user_vectors(seqs, weights)
         scores = self.heads[task_name].scores(h)
         if info.kind == "class":
             scores = torch.softmax(scores, dim=1)
@@ -204,7 +221,8 @@ class Lineage:
         return top.indices.cpu(), top.values.cpu()
 
     # ---- stages ------------------------------------------------------------------------------
-    def _check_new_task(self, task: TaskData) -> None:
+    def check_new_task(self, task: TaskData) -> None:
+        """Raise LineageError / CapacityError unless ``task`` may be learned next (hook)."""
         if task.name in self.tasks:
             raise LineageError(f"task {task.name!r} is already learned by this lineage; give the new data another name.")
         if task.num_items != self.num_items:
@@ -224,8 +242,8 @@ class Lineage:
                 f"task {last!r} is still unpruned (Conure-); call prune({last!r}, ratio) and retrain its data "
                 f"before learning {task.name!r}, or its weights would be overwritten.")
 
-    def _trainable_groups(self, info: TaskInfo, stage: str, cfg: TrainConfig) -> list[dict]:
-        """Parameter groups of a stage; everything else gets requires_grad=False."""
+    def trainable_groups(self, info: TaskInfo, stage: str, cfg: TrainConfig) -> list[dict]:
+        """Optimiser parameter groups of a stage; everything else gets requires_grad=False (hook)."""
         first_stage_of_t1 = info.index == 1 and stage == "train"
         backbone = [p for n, p in self._params.items() if n in self.ownership.maps or first_stage_of_t1]
         for p in self._params.values():
@@ -243,12 +261,70 @@ class Lineage:
                 groups.append({"params": list(head.parameters()), "weight_decay": decay})
         return groups
 
+    @contextlib.contextmanager
+    def stage_scope(self, info: TaskInfo, stage: str):
+        """Context around a whole training stage of ``info`` (hook; PeterRec switches in its patches)."""
+        yield
+
+    def task_step(self, task: TaskData, info: TaskInfo, cfg: TrainConfig, generator: torch.Generator,
+                  weights: Callable[[], dict | None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-batch loss ``step(train_row_positions) -> loss`` a stage of ``task`` minimises.
+
+        T1: next-item loss; class tasks: class loss; item tasks: ``cfg.item_loss`` (softmax | bpr |
+        bpr_logq). ``weights``: called per batch for the forward's weights (None: plain parameters).
+        """
+        head = self.heads[info.name]
+        train_rows = task.rows("train")
+
+        def current() -> dict | None:
+            return weights() if weights is not None else None
+
+        if info.kind == "sequence":
+            train_seqs = task.sequences[train_rows]
+
+            def step(idx: torch.Tensor) -> torch.Tensor:
+                seqs = train_seqs[idx].to(self.device)
+                hidden = self.encode(seqs[:, :-1], current())
+                return next_item_loss(hidden, seqs[:, 1:], head, cfg.sampled_fraction, generator)
+            return step
+        uniq, inverse = self._users(task)
+        row_users = inverse[train_rows]
+        labels = task.labels[train_rows]
+        sampler = PopularitySampler(labels, info.num_labels) if info.kind == "item" else None
+        log_q = sampler.probs.log().float().to(self.device) if sampler and cfg.item_loss == "bpr_logq" else None
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            users, row_user = torch.unique(row_users[idx], return_inverse=True)
+            g = self.user_vectors(uniq[users].to(self.device), current())[row_user.to(self.device)]
+            y = labels[idx].to(self.device)
+            if sampler is None:
+                return class_loss(g, head, y, cfg.label_smoothing, cfg.user_dropout, generator)
+            if cfg.item_loss == "softmax":
+                return class_loss(g, head, y)
+            negatives = sampler.sample(idx.numel(), generator).to(self.device)
+            return bpr_loss(g, head, y, negatives, log_q)
+        return step
+
+    def _batch_order(self, task: TaskData, info: TaskInfo, cfg: TrainConfig):
+        """Row order of an epoch: grouped by user for item tasks with ``group_by_user``, else None (shuffle)."""
+        if info.kind != "item" or not cfg.group_by_user:
+            return None
+        row_users = self._users(task)[1][task.rows("train")]
+
+        def order(gen: torch.Generator) -> torch.Tensor:
+            return grouped_order(row_users, gen)
+        return order
+
     def _run(self, task: TaskData, info: TaskInfo, stage: str, cfg: TrainConfig,
              progress: Progress | None) -> StageResult:
+        with self.stage_scope(info, stage):
+            return self._run_stage(task, info, stage, cfg, progress)
+
+    def _run_stage(self, task: TaskData, info: TaskInfo, stage: str, cfg: TrainConfig,
+                   progress: Progress | None) -> StageResult:
         k = info.index
         generator = stage_generator(self.config.seed, k, stage)
-        head = self.heads[info.name]
-        groups = self._trainable_groups(info, stage, cfg)
+        groups = self.trainable_groups(info, stage, cfg)
         self.ownership.begin_stage(self._params, stage, k)
         emb = self._params["embedding.weight"]
         sep = self.num_items + 1
@@ -262,39 +338,13 @@ class Lineage:
                 emb.grad[sep].zero_()  # the separator's embedding never trains
 
         train_rows = task.rows("train")
-        order = None
-        if info.kind == "sequence":
-            train_seqs = task.sequences[train_rows]
-
-            def step(idx: torch.Tensor) -> torch.Tensor:
-                seqs = train_seqs[idx].to(self.device)
-                hidden = self._encode(seqs[:, :-1], weights())
-                return next_item_loss(hidden, seqs[:, 1:], head, cfg.sampled_fraction, generator)
-        else:
-            uniq, inverse = self._users(task)
-            row_users = inverse[train_rows]
-            labels = task.labels[train_rows]
-            sampler = PopularitySampler(labels, info.num_labels) if info.kind == "item" else None
-            log_q = sampler.probs.log().float().to(self.device) if sampler and cfg.item_loss == "bpr_logq" else None
-            if info.kind == "item" and cfg.group_by_user:
-                def order(gen: torch.Generator) -> torch.Tensor:
-                    return grouped_order(row_users, gen)
-
-            def step(idx: torch.Tensor) -> torch.Tensor:
-                users, row_user = torch.unique(row_users[idx], return_inverse=True)
-                g = self._user_vectors(uniq[users].to(self.device), weights())[row_user.to(self.device)]
-                y = labels[idx].to(self.device)
-                if sampler is None:
-                    return class_loss(g, head, y, cfg.label_smoothing, cfg.user_dropout, generator)
-                if cfg.item_loss == "softmax":
-                    return class_loss(g, head, y)
-                negatives = sampler.sample(idx.numel(), generator).to(self.device)
-                return bpr_loss(g, head, y, negatives, log_q)
+        step = self.task_step(task, info, cfg, generator, weights)
+        order = self._batch_order(task, info, cfg)
 
         def validate() -> tuple[float, float]:
             with torch.no_grad():
                 w = self.ownership.masked(self._params, k) if stage == "retrain" else None
-                m = self._evaluate(task, "valid", info, w, cfg.eval_batch_size)
+                m = self.evaluate_with(task, "valid", info, w, cfg.eval_batch_size)
                 return m.get(info.metric, float("nan")), m.get("loss", float("nan"))
 
         try:
@@ -311,7 +361,7 @@ class Lineage:
 
     def train(self, task: TaskData, cfg: TrainConfig, progress: Progress | None = None) -> StageResult:
         """Stage 1 of a new task: all weights forward, gradients to free weights and the new head."""
-        self._check_new_task(task)
+        self.check_new_task(task)
         k = len(self.infos) + 1
         if k > 1:
             self.ownership.check_capacity(task.name, self.config.min_free)

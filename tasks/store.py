@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
+from conure_core.atomic import atomic_write_bytes
 from tasks.errors import PipelineError
 from tasks.settings import Layout
 
@@ -67,19 +67,8 @@ class Head(BaseModel):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a text file so readers see the old or the new content, never half of it."""
+    atomic_write_bytes(path, text.encode())
 
 
 def check_name(name: str) -> str:

@@ -29,8 +29,7 @@ class ConureMinus(ConureStrategy):
         kwargs.pop("leave_last_unpruned", None)
         lineage = None
         if start is not None:
-            start._user_cache = {}
-            start.ownership.invalidate()
+            start.drop_cache()
             lineage = copy.deepcopy(start)
         super().__init__(preset, num_items, leave_last_unpruned=True, lineage=lineage, **kwargs)
         self.seen: list[TaskData] = []

@@ -2,10 +2,10 @@
 
 Every baseline of Table 2 trains with exactly the learner's code (same backbone, heads, losses,
 samplers, seeded stages, early stopping, evaluation); only WHICH parameters a stage moves differs.
-``OpenLineage`` therefore subclasses ``Lineage`` and overrides two hooks:
-- ``_trainable_groups``: the backbone parameters a task's stage trains come from a ``policy``
+``OpenLineage`` therefore subclasses ``Lineage`` and overrides two public hooks:
+- ``trainable_groups``: the backbone parameters a task's stage trains come from a ``policy``
   ("all" | "none" | "prunable"), not from owner maps;
-- ``_check_new_task``: no pruning between tasks, and (for a fresh per-task model) a first task that
+- ``check_new_task``: no pruning between tasks, and (for a fresh per-task model) a first task that
   is not the sequence task is allowed.
 Owner maps stay all-free, so gradient gating multiplies by ones and every task reads the current
 weights: nothing is protected, which is the point of a baseline.
@@ -20,7 +20,6 @@ import torch
 from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.lineage import Lineage, LineageError, TaskInfo
-from conure_core.ownership import Ownership
 
 POLICIES = ("all", "none", "prunable")
 
@@ -50,13 +49,6 @@ class OpenLineage(Lineage):
         if backbone is not None:
             self.replace_backbone(backbone)
 
-    def replace_backbone(self, backbone: torch.nn.Module) -> None:
-        """Swap in another encoder (e.g. the DNN's) with the same forward(tokens, weights) contract."""
-        self.backbone = backbone.to(self.device)
-        self._params = dict(self.backbone.named_parameters())
-        self.ownership = Ownership({n: self._params[n] for n in self.backbone.prunable_names()})
-        self._encode_fn = self.backbone
-
     # ---- hooks over Lineage --------------------------------------------------------------------
     def extra_params(self, info: TaskInfo, stage: str) -> list[torch.nn.Parameter]:
         """Further parameters the stage of ``info`` trains (PeterRec's patches); none by default."""
@@ -64,15 +56,15 @@ class OpenLineage(Lineage):
 
     def backbone_params(self, info: TaskInfo, stage: str) -> list[torch.nn.Parameter]:
         if info.index == 1 or self.policy == "all":
-            return list(self._params.values())
+            return list(self.params.values())
         if self.policy == "prunable":
-            return [self._params[n] for n in self.ownership.maps]
+            return [self.params[n] for n in self.ownership.maps]
         return []
 
-    def _trainable_groups(self, info: TaskInfo, stage: str, cfg: TrainConfig) -> list[dict]:
-        groups = super()._trainable_groups(info, stage, cfg)  # sets the heads' requires_grad
+    def trainable_groups(self, info: TaskInfo, stage: str, cfg: TrainConfig) -> list[dict]:
+        groups = super().trainable_groups(info, stage, cfg)  # sets the heads' requires_grad
         backbone = self.backbone_params(info, stage)
-        for p in self._params.values():
+        for p in self.params.values():
             p.requires_grad_(False)
         for p in backbone:
             p.requires_grad_(True)
@@ -84,7 +76,7 @@ class OpenLineage(Lineage):
         # Adam refuses an empty group list; a frozen backbone simply contributes no group.
         return [g for g in out if g["params"]]
 
-    def _check_new_task(self, task: TaskData) -> None:
+    def check_new_task(self, task: TaskData) -> None:
         if task.name in self.tasks:
             raise LineageError(f"task {task.name!r} is already learned by this model; give the new data another name.")
         if task.num_items != self.num_items:
@@ -104,7 +96,7 @@ class OpenLineage(Lineage):
         return self.info(task.name)
 
     def backbone_bytes(self) -> int:
-        return tensor_bytes(self._params.values())
+        return tensor_bytes(self.params.values())
 
     def head_bytes(self, names: list[str] | None = None) -> int:
         heads = self.heads if names is None else {n: self.heads[n] for n in names}
@@ -114,11 +106,6 @@ class OpenLineage(Lineage):
         """Backbone + heads (no owner maps: a baseline keeps none)."""
         return self.backbone_bytes() + self.head_bytes()
 
-    def drop_cache(self) -> None:
-        """Forget cached per-task tensors (before a deepcopy, so the copy holds no task data)."""
-        self._user_cache = {}
-        self.ownership.invalidate()
-
 
 def clone_lineage(source: Lineage, cls=None, **attrs) -> "OpenLineage":
     """A deep copy of ``source`` (an already trained T1, say) as an ``OpenLineage`` of class ``cls``.
@@ -127,8 +114,7 @@ def clone_lineage(source: Lineage, cls=None, **attrs) -> "OpenLineage":
     and every strategy starts from a copy; ``attrs`` sets the copy's policy and flags.
     """
     # The per-task user cache holds task tensors; the copy must not duplicate them.
-    source._user_cache = {}
-    source.ownership.invalidate()
+    source.drop_cache()
     twin = copy.deepcopy(source)
     twin.__class__ = cls or OpenLineage
     defaults = {"policy": "all", "any_first_kind": False}

@@ -3,13 +3,12 @@ that task's loss (two objectives, from scratch; "the only difference from SinMo 
 loss"). One backbone per (T1, Tk) pair."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from conure_core.data.types import TaskData
-from conure_core.losses import bpr_loss, class_loss, next_item_loss
-from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator
 from conure_core.strategies.common import BaselineStrategy, StrategyError
 from conure_core.strategies.engine import OpenLineage
@@ -34,28 +33,18 @@ def joint_stage(model: OpenLineage, t1: TaskData, task: TaskData, cfg1, cfgk, pr
               {"params": list(headk.parameters()), "weight_decay": cfgk.head_l2}]
     t1_train = t1.sequences[t1.rows("train")]
     rows = task.rows("train")
-    uniq, inverse = model._users(task)
-    row_users, labels = inverse[rows], task.labels[rows]
-    sampler = PopularitySampler(labels, infok.num_labels) if infok.kind == "item" else None
-    # The item loss follows the task's config as in Lineage._run (softmax | bpr | bpr_logq).
-    item_loss = getattr(cfgk, "item_loss", "bpr")
-    log_q = sampler.probs.log().float().to(model.device) if sampler is not None and item_loss == "bpr_logq" else None
+    # Both losses are the learner's (``Lineage.task_step``; the item loss follows cfgk.item_loss);
+    # Tk's class loss here has no label smoothing or user dropout.
+    step_k = model.task_step(task, infok, dataclasses.replace(cfgk, label_smoothing=0.0, user_dropout=0.0), generator)
+    step_1 = model.task_step(t1, info1, cfg1, generator)
     steps = max(1, math.ceil(rows.numel() / cfgk.batch_size))
     t1_batch = max(cfg1.batch_size, math.ceil(t1_train.shape[0] / steps))
     emb, sep = model.params["embedding.weight"], model.num_items + 1
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        users, row_user = torch.unique(row_users[idx], return_inverse=True)
-        g = model._user_vectors(uniq[users].to(model.device), None)[row_user.to(model.device)]
-        y = labels[idx].to(model.device)
-        if sampler is None or item_loss == "softmax":
-            loss_k = class_loss(g, headk, y)
-        else:
-            loss_k = bpr_loss(g, headk, y, sampler.sample(idx.numel(), generator).to(model.device), log_q)
+        loss_k = step_k(idx)
         pick = torch.randint(t1_train.shape[0], (t1_batch,), generator=generator)
-        seqs = t1_train[pick].to(model.device)
-        loss_1 = next_item_loss(model._encode(seqs[:, :-1], None), seqs[:, 1:], head1, cfg1.sampled_fraction, generator)
-        return loss_k + loss_1
+        return loss_k + step_1(pick)
 
     def gate() -> None:
         if emb.grad is not None:
@@ -63,7 +52,7 @@ def joint_stage(model: OpenLineage, t1: TaskData, task: TaskData, cfg1, cfgk, pr
 
     def validate() -> tuple[float, float]:
         with torch.no_grad():
-            m = model._evaluate(task, "valid", infok, None, cfgk.eval_batch_size)
+            m = model.evaluate_with(task, "valid", infok, None, cfgk.eval_batch_size)
             return m.get(infok.metric, float("nan")), m.get("loss", float("nan"))
 
     try:

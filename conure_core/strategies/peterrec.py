@@ -94,10 +94,11 @@ class PatchedLineage(OpenLineage):
     def extra_params(self, info: TaskInfo, stage: str) -> list[torch.nn.Parameter]:
         return list(self.patches[info.name].parameters()) if info.name in self.patches else []
 
-    def _run(self, task, info, stage, cfg, progress):
+    @contextlib.contextmanager
+    def stage_scope(self, info: TaskInfo, stage: str):
         with self.use(info.name):
             try:
-                return super()._run(task, info, stage, cfg, progress)
+                yield
             finally:
                 for p in self.patches.parameters():
                     p.requires_grad_(False)

@@ -83,9 +83,9 @@ def test_peterrec_freezes_backbone_and_trains_patches(tiny):
     # The patch changes task 2's representation only while task 2 is active.
     seqs = t2.sequences[:8]
     with torch.no_grad():
-        plain = s.model._user_vectors(seqs, None)
+        plain = s.model.user_vectors(seqs, None)
         with s.model.use(t2.name):
-            patched = s.model._user_vectors(seqs, None)
+            patched = s.model.user_vectors(seqs, None)
     assert not torch.equal(plain, patched)
 
 
