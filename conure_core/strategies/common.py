@@ -62,3 +62,19 @@ class BaselineStrategy:
 
     def storage_bytes(self) -> int:  # pragma: no cover
         raise NotImplementedError
+
+
+class ModelPerTask(BaselineStrategy):
+    """Strategies that keep one model per task (SinMo, FineAll, DNN): N backbones."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.models: dict = {}
+
+    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
+        self.check_learned(task)
+        return self.models[task.name].evaluate(task, split)
+
+    @property
+    def num_backbones(self) -> int:
+        return len(self.models)

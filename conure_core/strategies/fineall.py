@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from conure_core.data.types import TaskData
-from conure_core.strategies.common import BaselineStrategy
+from conure_core.strategies.common import ModelPerTask
 from conure_core.strategies.engine import OpenLineage, clone_lineage
 
 
-class FineAll(BaselineStrategy):
+class FineAll(ModelPerTask):
     """T1 trains one model; task k >= 2 copies it (weights and T1 head) and fine-tunes every backbone
     parameter plus its new head. One-time transfer T1 -> Tk only; no task ever disturbs another."""
 
@@ -15,7 +15,6 @@ class FineAll(BaselineStrategy):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.t1: OpenLineage | None = None
-        self.models: dict[str, OpenLineage] = {}
 
     def learn(self, task: TaskData) -> None:
         if self.t1 is None:
@@ -26,14 +25,6 @@ class FineAll(BaselineStrategy):
             model.train(task, self.config(len(self.learned), task), self.progress)
         self.models[task.name] = model
         self.learned.append(task.name)
-
-    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
-        self.check_learned(task)
-        return self.models[task.name].evaluate(task, split)
-
-    @property
-    def num_backbones(self) -> int:
-        return len(self.models)
 
     def storage_bytes(self) -> int:
         # Each copy stores its backbone and its own head (T1's head lives with T1's model only).

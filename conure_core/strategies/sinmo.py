@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from conure_core.data.types import TaskData
-from conure_core.strategies.common import BaselineStrategy
+from conure_core.strategies.common import ModelPerTask
 from conure_core.strategies.engine import OpenLineage
 
 
-class SinMo(BaselineStrategy):
+class SinMo(ModelPerTask):
     """Every task, T1 included, gets its own randomly initialised backbone and head.
 
     Later tasks read the user's T1 sequence as input features but learn the encoder from scratch on
@@ -15,10 +15,6 @@ class SinMo(BaselineStrategy):
 
     name = "sinmo"
     shares_t1 = True
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.models: dict[str, OpenLineage] = {}
 
     def new_model(self) -> OpenLineage:
         return self.fresh(any_first_kind=True)
@@ -32,14 +28,6 @@ class SinMo(BaselineStrategy):
             model.train(task, self.config(len(self.learned), task), self.progress)
         self.models[task.name] = model
         self.learned.append(task.name)
-
-    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
-        self.check_learned(task)
-        return self.models[task.name].evaluate(task, split)
-
-    @property
-    def num_backbones(self) -> int:
-        return len(self.models)
 
     def storage_bytes(self) -> int:
         return sum(m.storage_bytes() for m in self.models.values())
