@@ -78,3 +78,36 @@ class ModelPerTask(BaselineStrategy):
     @property
     def num_backbones(self) -> int:
         return len(self.models)
+
+
+class OneBackbone(BaselineStrategy):
+    """Strategies that keep ONE model for every task (SinMoAll, FineSmax, PeterRec)."""
+
+    policy = "all"
+    num_backbones = 1
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.model = None
+
+    def first_model(self, task: TaskData):
+        """The model after T1 (``learn``'s first call)."""
+        return self.t1_model(task, policy=self.policy)
+
+    def train_later(self, task: TaskData, cfg: TrainConfig) -> None:
+        """Teach a later task to ``self.model``."""
+        self.model.train(task, cfg, self.progress)
+
+    def learn(self, task: TaskData) -> None:
+        if self.model is None:
+            self.model = self.first_model(task)
+        else:
+            self.train_later(task, self.config(len(self.learned), task))
+        self.learned.append(task.name)
+
+    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
+        self.check_learned(task)
+        return self.model.evaluate(task, split)
+
+    def storage_bytes(self) -> int:
+        return self.model.storage_bytes() if self.model is not None else 0

@@ -18,7 +18,8 @@ from torch import nn
 from conure_core.data.types import TaskData
 from conure_core.lineage import TaskInfo
 from conure_core.seeding import stage_generator
-from conure_core.strategies.common import BaselineStrategy
+from conure_core.config import TrainConfig
+from conure_core.strategies.common import OneBackbone
 from conure_core.strategies.engine import OpenLineage, tensor_bytes
 
 
@@ -118,28 +119,15 @@ class PatchedLineage(OpenLineage):
         return super().storage_bytes() + self.patch_bytes()
 
 
-class PeterRec(BaselineStrategy):
+class PeterRec(OneBackbone):
     """One frozen backbone (after T1) + per task: patches in every residual block and a head."""
 
     name = "peterrec"
-    num_backbones = 1
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.model: PatchedLineage | None = None
+    def first_model(self, task: TaskData) -> PatchedLineage:
+        model = self.t1_model(task, cls=PatchedLineage)
+        model.setup_patches()
+        return model
 
-    def learn(self, task: TaskData) -> None:
-        if self.model is None:
-            self.model = self.t1_model(task, cls=PatchedLineage)
-            self.model.setup_patches()
-        else:
-            self.model.train_with_patches(task, self.config(len(self.learned), task), self.progress)
-        self.learned.append(task.name)
-
-    def evaluate(self, task: TaskData, split: str = "test") -> dict[str, float]:
-        self.check_learned(task)
-        return self.model.evaluate(task, split)
-
-    def storage_bytes(self) -> int:
-        return self.model.storage_bytes() if self.model is not None else 0
-
+    def train_later(self, task: TaskData, cfg: TrainConfig) -> None:
+        self.model.train_with_patches(task, cfg, self.progress)
