@@ -60,11 +60,11 @@ def bundled_t1(workdir: str | None = None):
     """The bundled MovieLens-100K T1 task (clicks) as TaskData, prepared in a temp folder."""
     from conure_core.data.movielens import write_bundled_tasks
     from conure_core.data.prepared import load_task
-    from conure_core.run import prepare_folder
+    from conure_core.data.prepare import prepare_task_dir
 
     root = Path(workdir or tempfile.mkdtemp(prefix="conure-bench-"))
     folders = write_bundled_tasks(root / "tasks")
-    return load_task(prepare_folder(folders[0], root / "prepared"))
+    return load_task(prepare_task_dir(folders[0], root / "prepared"))
 
 
 def bundled_all(workdir: str | None = None):

@@ -24,35 +24,16 @@ from conure_core.data.types import TaskData
 OVERRIDE_KEYS = {"prune_ratio": "prune_ratio", "epochs": "epochs", "lr": "lr"}
 
 
-def prepare_folder(task_dir: Path, out_root: Path, t1_dir: Path | None = None) -> Path:
-    """Prepare one task folder with the data layer's pieces (no GX) and return the prepared folder."""
-    from conure_core.data import prepare as prep
-    from conure_core.data.tables import find_table, read_table
-
-    manifest = yaml.safe_load((Path(task_dir) / "task.yaml").read_text())
-    table_path = find_table(Path(task_dir))
-    table = read_table(table_path)
-    columns = prep.resolve_columns(manifest.get("columns"))
-    if manifest["kind"] == "sequence":
-        users, lists = prep.sequence_source(table, columns, str(table_path))
-        pt = prep.prepare_sequences(users, lists, name=manifest["name"],
-                                    max_len=int(manifest.get("max_len", prep.DEFAULT_MAX_LEN)))
-    else:
-        ref, t1_users = prep.t1_reference(t1_dir, Path(out_root) / manifest["name"])
-        users, labels = prep.label_source(table, columns, str(table_path))
-        pt = prep.prepare_labels(users, labels, t1_users, name=manifest["name"], kind=manifest["kind"], t1=ref)
-    return prep.write_prepared(pt, out_root)
-
-
 def bundled_tasks(root: Path) -> tuple[list[TaskData], dict[str, dict]]:
     """The six bundled MovieLens-100K tasks as TaskData (in learning order) and their manifest overrides."""
     from conure_core.data.movielens import write_bundled_tasks
+    from conure_core.data.prepare import prepare_task_dir
     from conure_core.data.prepared import load_task
 
     folders = write_bundled_tasks(Path(root) / "tasks")
     prepared_root = Path(root) / "prepared"
-    t1_dir = prepare_folder(folders[0], prepared_root)
-    prepared = [t1_dir] + [prepare_folder(f, prepared_root, t1_dir) for f in folders[1:]]
+    t1_dir = prepare_task_dir(folders[0], prepared_root)
+    prepared = [t1_dir] + [prepare_task_dir(f, prepared_root, t1_dir) for f in folders[1:]]
     tasks = [load_task(p) for p in prepared]
     overrides = {}
     for folder in folders:
