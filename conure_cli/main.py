@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from conure_cli.display import StageBars, console, error, print_report
+from conure_core.errors import ConureError
 
 _STATE = {"debug": os.environ.get("CONURE_DEBUG") == "1"}
 
@@ -39,10 +40,8 @@ class _App(typer.Typer):
 
 def describe(exc: BaseException) -> str:
     """One sentence for an exception: our own errors carry theirs; others get where to look."""
-    own = {"PipelineError", "ContractError", "DataError", "ConfigError", "CheckpointError", "LineageError",
-           "CapacityError", "StrategyError", "ReportError"}
     msg = " ".join(str(exc).split()) or exc.__class__.__name__
-    if type(exc).__name__ in own:
+    if isinstance(exc, ConureError):
         return msg
     home = os.environ.get("CONURE_HOME", ".conure")
     return (f"unexpected {type(exc).__name__}: {msg[:300]}; re-run with --debug for the traceback "

@@ -6,7 +6,8 @@ is written next to it as ``<name>.json``.
 """
 from __future__ import annotations
 
-import hashlib
+from conure_core.errors import ConureError
+
 import json
 import os
 import struct
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from conure_core.atomic import atomic_write_bytes
+from conure_core.atomic import atomic_write_bytes, sha256_file
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage, TaskInfo
 from conure_core.heads import build_head
@@ -24,7 +25,7 @@ from conure_core.heads import build_head
 FORMAT = "conure-lineage/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConureError, ValueError):
     """A state file is missing, not a Conure safetensors state, or inconsistent."""
 
 
@@ -123,8 +124,4 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
 
 def state_digest(path: str | os.PathLike) -> str:
     """sha256 of a state file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path).hexdigest()

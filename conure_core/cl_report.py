@@ -14,13 +14,15 @@ also given in relative form (each term divided by its reference), which weighs t
 """
 from __future__ import annotations
 
+from conure_core.errors import ConureError
+
 import math
 from dataclasses import asdict, dataclass, field
 
 Matrix = list[list[float | None]]
 
 
-class ReportError(ValueError):
+class ReportError(ConureError, ValueError):
     """The accuracy matrix is malformed; the message says which row/column."""
 
 
@@ -50,6 +52,12 @@ def backward_transfer(matrix: Matrix, relative: bool = False) -> float | None:
         diff = last[j] - base
         terms.append(diff / base if relative and base else diff)
     return _mean(terms)
+
+
+def final_average(matrix: Matrix) -> float | None:
+    """Mean of the last row: every task's metric after the last task (None for an empty matrix)."""
+    n = check_matrix(matrix)
+    return _mean([float(v) for v in matrix[n - 1]]) if n else None
 
 
 def forgetting(matrix: Matrix) -> list[float]:
@@ -107,7 +115,7 @@ def build_report(strategy: str, tasks: list[str], metrics: list[str], matrix: Ma
     return CLReport(
         strategy=strategy, tasks=list(tasks), metrics=list(metrics),
         matrix=[[None if j > i else float(v) for j, v in enumerate(row)] for i, row in enumerate(matrix)],
-        final=final, final_average=sum(final) / n,
+        final=final, final_average=final_average(matrix),
         bwt=backward_transfer(matrix), bwt_relative=backward_transfer(matrix, relative=True),
         fwt=forward_transfer(matrix, reference), fwt_relative=forward_transfer(matrix, reference, relative=True),
         forgetting=forgetting(matrix), backbones=int(backbones), storage_bytes=int(storage_bytes),

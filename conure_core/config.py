@@ -1,12 +1,14 @@
 """Model and training configuration, JSON-safe, plus the named presets (`quick`, `paper`)."""
 from __future__ import annotations
 
+from conure_core.errors import ConureError
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class ConfigError(ValueError):
+class ConfigError(ConureError, ValueError):
     """A configuration value is invalid; the message names the field and what to do."""
 
 
@@ -135,6 +137,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, data)
+
+
+# A task manifest's training keys (task.yaml) -> the TrainConfig field each one sets.
+MANIFEST_FIELDS = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "l2": "head_l2",
+                   "prune_ratio": "prune_ratio"}
+
+
+def manifest_overrides(manifest: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides from a task manifest's keys (only those it sets); the one mapping of them."""
+    return {field: manifest[key] for key, field in MANIFEST_FIELDS.items() if manifest.get(key) is not None}
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from conure_core.cl_report import backward_transfer
 from conure_core.config import Preset
 from conure_core.data.types import TaskData
 from conure_core.lineage import Lineage
@@ -30,10 +31,7 @@ class ContinualReport:
 
     def backward_transfer(self) -> float:
         """Mean over earlier tasks of (final - right after learning it); 0 means no forgetting."""
-        n = len(self.tasks)
-        if n < 2:
-            return 0.0
-        return sum(self.matrix[-1][j] - self.matrix[j][j] for j in range(n - 1)) / (n - 1)
+        return backward_transfer(self.matrix) or 0.0
 
     def to_dict(self) -> dict:
         return {"tasks": self.tasks, "metric": dict(zip(self.tasks, self.metrics)), "matrix": self.matrix,

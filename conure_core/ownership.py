@@ -1,17 +1,30 @@
-"""Parameter ownership (SPEC section 3): one uint8 owner map per prunable tensor.
+"""Conure's retention guarantee, in one module (SPEC section 3).
 
-owner == 0: free; owner == t: owned by task t (1-based learning order, so at most 255 tasks).
-Task j's effective weight is ``W * (1 <= owner <= j)``; a task only ever writes weights it owns or
-free ones, so an earlier task's effective weights never change.
+One uint8 owner map per prunable tensor: owner == 0 free, owner == t owned by task t (1-based
+learning order, so at most 255 tasks). The guarantee rests on four rules, each implemented once here:
+
+1. gating: a stage's gradients reach only the weights it may move (free ones in ``train``, the
+   task's own in ``retrain``); with a fresh Adam per stage and no weight decay on the backbone, a
+   weight whose gradient is always zero is never updated, so earlier tasks' weights stay bit-identical;
+2. masked forward: ``retrain`` of task k reads ``where(1 <= owner <= k, W, 0)``;
+3. effective weights: a learned task j reads ``W * (1 <= owner <= j)`` forever (cached);
+4. pruning: task k keeps the largest-|w| share of the free weights it trained (an exact count).
+
+``OwnershipPolicy`` applies these rules to a task model through the parameter-policy contract
+(``conure_core.policies``); ``conure_core.lineage.Lineage`` orders the stages.
 """
 from __future__ import annotations
 
 import torch
 
+from conure_core.errors import ConureError
+from conure_core.model import TaskInfo, TaskModel, Weights
+from conure_core.policies import ParameterPolicy
+
 MAX_TASKS = 255
 
 
-class CapacityError(RuntimeError):
+class CapacityError(ConureError, RuntimeError):
     """The free pool of the backbone is empty or below the configured floor."""
 
 
@@ -138,11 +151,38 @@ class Ownership:
                 f"cannot learn task {task_name!r}: only {free:.1%} of the backbone's prunable weights are free "
                 f"(floor {floor:.1%}); prune earlier tasks harder (a higher prune ratio) or start a new lineage.")
 
-    def counts(self) -> dict[int, int]:
-        """Number of weights per owner value (0 = free), over all tensors."""
-        total: dict[int, int] = {}
-        for owner in self.maps.values():
-            values, n = torch.unique(owner, return_counts=True)
-            for v, c in zip(values.tolist(), n.tolist()):
-                total[v] = total.get(v, 0) + c
-        return dict(sorted(total.items()))
+
+class OwnershipPolicy(ParameterPolicy):
+    """Conure's policy: T1's first stage trains everything; after that only prunable weights move,
+    gated by their owner maps; learned tasks read their effective weights."""
+
+    name = "ownership"
+
+    def __init__(self, model: TaskModel, prune_embedding: bool = False) -> None:
+        prunable = model.backbone.prunable_names()
+        if prune_embedding:
+            prunable = ["embedding.weight", *prunable]
+        self.ownership = Ownership({n: model.params[n] for n in prunable})
+
+    def backbone_params(self, model, info, stage):
+        everything = info.index == 1 and stage == "train"
+        return [p for n, p in model.params.items() if everything or n in self.ownership.maps]
+
+    def stage_weights(self, model, info, stage) -> Weights:
+        return self.ownership.masked(model.params, info.index) if stage == "retrain" else None
+
+    def task_weights(self, model, info: TaskInfo) -> Weights:
+        # An unpruned (Conure-) task still reads the free weights it trained.
+        return self.ownership.effective(model.params, info.index, include_free=not info.pruned)
+
+    def begin_stage(self, model, info, stage) -> None:
+        self.ownership.begin_stage(model.params, stage, info.index)
+
+    def gate(self, model) -> None:
+        self.ownership.gate_grads(model.params)
+
+    def end_stage(self) -> None:
+        self.ownership.end_stage()
+
+    def storage_bytes(self) -> int:
+        return sum(m.numel() for m in self.ownership.maps.values())

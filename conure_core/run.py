@@ -16,12 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from conure_core.config import ConfigError, get_preset
+from conure_core.config import ConfigError, get_preset, manifest_overrides
 from conure_core.continual import ContinualReport, run_lineage
 from conure_core.data.types import TaskData
 
-# Manifest keys that override TrainConfig fields for one task.
-OVERRIDE_KEYS = {"prune_ratio": "prune_ratio", "epochs": "epochs", "lr": "lr"}
 
 
 def bundled_tasks(root: Path) -> tuple[list[TaskData], dict[str, dict]]:
@@ -38,7 +36,7 @@ def bundled_tasks(root: Path) -> tuple[list[TaskData], dict[str, dict]]:
     overrides = {}
     for folder in folders:
         manifest = yaml.safe_load((folder / "task.yaml").read_text())
-        found = {field: manifest[key] for key, field in OVERRIDE_KEYS.items() if manifest.get(key) is not None}
+        found = manifest_overrides(manifest)
         if found:
             overrides[manifest["name"]] = found
     return tasks, overrides
@@ -49,7 +47,7 @@ def format_report(report: ContinualReport) -> str:
     names = report.tasks
     width = max(10, *(len(n) + 2 for n in names))
     head = "after".ljust(12) + "".join(n.rjust(width) for n in names) + "free".rjust(8)
-    lines = [f"metric: " + ", ".join(f"{n}={m}" for n, m in zip(names, report.metrics)), head]
+    lines = ["metric: " + ", ".join(f"{n}={m}" for n, m in zip(names, report.metrics)), head]
     for i, row in enumerate(report.matrix):
         cells = "".join(("" if v is None else f"{v:.4f}").rjust(width) for v in row)
         lines.append(names[i].ljust(12) + cells + f"{report.free_capacity[i]:8.3f}")

@@ -1,12 +1,20 @@
-"""One training stage: fresh Adam, seeded shuffles, early stopping, best-validation weights kept."""
+"""The stage runner: one training loop, read top-down, for every strategy and stage."""
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+from conure_core.config import TrainConfig
+from conure_core.data.types import TaskData
+from conure_core.seeding import stage_generator
+
+if TYPE_CHECKING:
+    from conure_core.model import TaskInfo, TaskModel
+    from conure_core.policies import ParameterPolicy
 
 Progress = Callable[[dict], None]
 
@@ -30,100 +38,121 @@ class StageResult:
                 "seconds": self.seconds, "history": list(self.history)}
 
 
-def grouped_order(row_users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A permutation of rows that keeps each user's rows together (users and rows within a user shuffled).
+def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, info: "TaskInfo", stage: str,
+              cfg: TrainConfig, progress: Progress | None = None, make_loss=None) -> StageResult:
+    """Train one stage of ``info``'s task: fresh Adam, seeded shuffles, early stopping, best epoch kept.
 
-    Every row is still seen once per epoch and batches keep their row count, but a batch of 512
-    rows then holds ~15 users instead of ~400, so the backbone encodes ~25x fewer sequences per epoch.
-    """
-    num_users = int(row_users.max()) + 1 if row_users.numel() else 0
-    user_pos = torch.randperm(num_users, generator=generator).double()
-    within = torch.rand(row_users.numel(), generator=generator, dtype=torch.float64)
-    return torch.argsort(user_pos[row_users] + 0.5 * within, stable=True)
-
-
-def run_stage(*, task: str, stage: str, param_groups: list[dict], num_rows: int, batch_size: int,
-              epochs: int, patience: int, lr: float, generator: torch.Generator,
-              step: Callable[[torch.Tensor], torch.Tensor], validate: Callable[[], float], metric: str,
-              gate: Callable[[], None] | None = None, progress: Progress | None = None,
-              keep_best: bool = True, order: Callable[[torch.Generator], torch.Tensor] | None = None,
-              select: str = "metric") -> StageResult:
-    """Train ``param_groups`` for up to ``epochs`` epochs over ``num_rows`` rows.
-
-    ``step(row_indices)`` returns the batch loss; ``gate()`` runs between backward and the optimiser
-    step (ownership gating); ``validate()`` returns the validation metric (higher is better).
+    ``policy`` says which parameters move, what the forward reads and how gradients are gated;
+    ``make_loss(generator)`` (default: the task's own, ``model.loss``) gives the batch loss
+    ``loss(rows, weights)`` and an epoch's row order ``loss.order(generator)``.
     The weights of the best validation epoch (epoch 0 included: a stage never makes things worse on
-    validation) are restored at the end. The optimiser is fresh: no state crosses stages.
-    ``select``: "metric" = highest validation metric wins (ties: lower validation loss); "loss" = lowest
-    validation loss wins (cross-entropy: far less noisy than accuracy on ~50 validation users).
+    validation) are restored at the end; ``cfg.select`` says what "best" means (``Selection``).
     """
-    if select not in ("metric", "loss"):
-        raise ValueError(f"select={select!r}; use 'metric' or 'loss'.")
     started = time.perf_counter()
-    params = [p for g in param_groups for p in g["params"]]
-    optimiser = torch.optim.Adam(param_groups, lr=lr) if params else None
+    generator = stage_generator(model.config.seed, info.index, stage)
+    epochs = cfg.stage_epochs.get(stage, cfg.epochs)
+    with policy.reading(info):
+        groups = policy.param_groups(model, info, stage, cfg)
+        params = [p for g in groups for p in g["params"]]
+        loss = make_loss(generator) if make_loss else model.loss(task, info, cfg, generator)
+        policy.begin_stage(model, info, stage)
+        try:
+            @torch.no_grad()
+            def validate() -> tuple[float, float]:
+                m = model.evaluate(task, "valid", info, policy.stage_weights(model, info, stage), cfg.eval_batch_size)
+                return m.get(info.metric, float("nan")), m.get("loss", float("nan"))
 
-    def snapshot() -> list[torch.Tensor]:
-        return [p.detach().clone() for p in params]
+            optimiser = torch.optim.Adam(groups, lr=cfg.lr) if params else None
+            best = Selection(cfg.select, validate(), params)
+            history = [best.record(task.name, stage, 0, None, info.metric)]
+            _report(progress, history[-1])
+            for epoch in range(1, epochs + 1):
+                if optimiser is None or loss.num_rows == 0:
+                    break
+                rows = loss.order(generator)
+                total, batches = 0.0, 0
+                for start in range(0, loss.num_rows, cfg.batch_size):
+                    optimiser.zero_grad(set_to_none=True)
+                    value = loss(rows[start:start + cfg.batch_size], policy.stage_weights(model, info, stage))
+                    value.backward()
+                    policy.gate(model)
+                    model.zero_reserved_grads()
+                    optimiser.step()
+                    total += float(value.detach())
+                    batches += 1
+                current = validate()
+                history.append(Selection.entry(task.name, stage, epoch, total / max(batches, 1), current, info.metric))
+                _report(progress, history[-1])
+                if not cfg.keep_best:
+                    best.keep(current, epoch)
+                elif not best.offer(current, epoch) and epoch - best.epoch >= cfg.patience:
+                    break
+            best.restore(epochs_run=len(history) - 1)
+        finally:
+            policy.end_stage()
+            for p in [*model.params.values(), *(q for h in model.heads.values() for q in h.parameters()),
+                      *policy.extra_params(info, stage)]:
+                p.requires_grad_(False)
+    result = StageResult(task.name, stage, best.epoch, best.valid[0], info.metric, len(history) - 1,
+                         time.perf_counter() - started, history)
+    _report(progress, {"event": "stage_end", "task": task.name, "stage": stage, "best_epoch": best.epoch,
+                       "valid": best.valid[0], "valid_loss": best.valid[1], "select": cfg.select,
+                       "metric": info.metric, "epochs_run": result.epochs_run, "seconds": result.seconds})
+    return result
 
-    def measure() -> tuple[float, float]:
-        out = validate()
-        return (out, float("nan")) if isinstance(out, (int, float)) else (float(out[0]), float(out[1]))
 
-    def better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-        if select == "loss":
-            if math.isnan(b[1]):
-                return not math.isnan(a[1])
-            return a[1] < b[1]
-        # Higher metric wins; on a tie (common with ~50 validation users) the lower validation loss.
+def _report(progress: Progress | None, event: dict) -> None:
+    if progress:
+        progress(dict(event))
+
+
+class Selection:
+    """The best epoch so far and a copy of its weights.
+
+    ``select="metric"``: the highest validation metric wins, ties (common with ~50 validation users)
+    go to the lower validation loss; ``"loss"``: the lowest validation cross-entropy wins (far less
+    noisy than accuracy on small validation sets).
+    """
+
+    def __init__(self, select: str, valid: tuple[float, float], params: list[torch.Tensor]) -> None:
+        if select not in ("metric", "loss"):
+            raise ValueError(f"select={select!r}; use 'metric' or 'loss'.")
+        self.select, self.params = select, params
+        self.valid, self.epoch, self.saved = valid, 0, self._snapshot()
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def better(self, a: tuple[float, float]) -> bool:
+        b = self.valid
+        if self.select == "loss":
+            return not math.isnan(a[1]) if math.isnan(b[1]) else a[1] < b[1]
         if math.isnan(b[0]):
             return not math.isnan(a[0])
         return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
 
-    best = measure()
-    best_valid = best[0]
-    best_state, best_epoch, bad = snapshot(), 0, 0
-    history = [{"event": "epoch", "task": task, "stage": stage, "epoch": 0, "loss": None,
-                "valid": best_valid, "valid_loss": best[1], "metric": metric}]
-    if progress:
-        progress(dict(history[0]))
-    epochs_run = 0
-    for epoch in range(1, epochs + 1):
-        if optimiser is None or num_rows == 0:
-            break
-        rows = order(generator) if order is not None else torch.randperm(num_rows, generator=generator)
-        total, batches = 0.0, 0
-        for start in range(0, num_rows, batch_size):
-            optimiser.zero_grad(set_to_none=True)
-            loss = step(rows[start:start + batch_size])
-            loss.backward()
-            if gate is not None:
-                gate()
-            optimiser.step()
-            total += float(loss.detach())
-            batches += 1
-        epochs_run = epoch
-        current = measure()
-        valid = current[0]
-        record = {"event": "epoch", "task": task, "stage": stage, "epoch": epoch,
-                  "loss": total / max(batches, 1), "valid": valid, "valid_loss": current[1], "metric": metric}
-        history.append(record)
-        if progress:
-            progress(dict(record))
-        if not keep_best or better(current, best):
-            best, best_valid, best_state, best_epoch, bad = current, valid, snapshot(), epoch, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_epoch != epochs_run:
-        with torch.no_grad():
-            for p, saved in zip(params, best_state):
+    def offer(self, valid: tuple[float, float], epoch: int) -> bool:
+        """Keep ``epoch`` if it beats the best so far; True when it did."""
+        if not self.better(valid):
+            return False
+        self.keep(valid, epoch)
+        return True
+
+    def keep(self, valid: tuple[float, float], epoch: int) -> None:
+        """Make ``epoch`` the kept one, better or not (``keep_best=False``: the last epoch wins)."""
+        self.valid, self.epoch, self.saved = valid, epoch, self._snapshot()
+
+    @torch.no_grad()
+    def restore(self, epochs_run: int) -> None:
+        """Copy the best epoch's weights back (nothing to do when the last epoch was the best)."""
+        if self.epoch != epochs_run:
+            for p, saved in zip(self.params, self.saved):
                 p.copy_(saved)
-    result = StageResult(task, stage, best_epoch, best_valid, metric, epochs_run,
-                         time.perf_counter() - started, history)
-    if progress:
-        progress({"event": "stage_end", "task": task, "stage": stage, "best_epoch": best_epoch,
-                  "valid": best_valid, "valid_loss": best[1], "select": select, "metric": metric,
-                  "epochs_run": epochs_run, "seconds": result.seconds})
-    return result
+
+    def record(self, task: str, stage: str, epoch: int, loss: float | None, metric: str) -> dict:
+        return self.entry(task, stage, epoch, loss, self.valid, metric)
+
+    @staticmethod
+    def entry(task: str, stage: str, epoch: int, loss: float | None, valid: tuple[float, float], metric: str) -> dict:
+        return {"event": "epoch", "task": task, "stage": stage, "epoch": epoch, "loss": loss,
+                "valid": valid[0], "valid_loss": valid[1], "metric": metric}

@@ -1,11 +1,7 @@
 """Ingesting a task folder: read -> GX validate -> quarantine unknown users -> prepare -> write."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from conure_core.atomic import publish_dir, sha256_file, staged_dir
 from conure_core.data import prepare as prep
 from conure_core.data.errors import DataError
 from conure_core.data.tables import find_table, read_table
@@ -38,10 +35,6 @@ class PreparedRef(BaseModel):
     quarantined: int = 0
     duplicates_dropped: int = 0
     manifest: TaskManifest
-
-    @property
-    def rows_per_split(self) -> dict[str, int]:
-        return self.splits
 
     @classmethod
     def from_dir(cls, prepared_dir: Path) -> "PreparedRef":
@@ -220,22 +213,11 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
 
 def write_report(c: _Checked, reports_root: Path) -> Path:
     """GX result as validation.json + Data Docs HTML under reports_root/<input digest>/, atomically."""
-    h = hashlib.sha256()
-    with open(c.file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
+    h = sha256_file(c.file)
     h.update(c.manifest.model_dump_json().encode())
-    final = reports_root / h.hexdigest()[:16]
-    reports_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=reports_root))
-    try:
+    with staged_dir(reports_root) as tmp:
         (tmp / "validation.json").write_text(json.dumps(c.result.to_json_dict(), indent=1, default=str))
         (tmp / "summary.txt").write_text("\n".join(suites.describe(f, str(c.file)) for f in c.failures) + "\n")
         suites.data_docs(c.frame, c.result, tmp / "data_docs")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        final = publish_dir(tmp, reports_root / h.hexdigest()[:16], replace=True)
     return final

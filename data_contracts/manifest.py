@@ -7,6 +7,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from conure_core.config import manifest_overrides
+
 from .errors import ContractError
 
 MANIFEST = "task.yaml"
@@ -58,9 +60,8 @@ class TaskManifest(BaseModel):
         return lo, hi
 
     def training_overrides(self) -> dict:
-        """The training settings this task sets (only those given)."""
-        keys = ("epochs", "lr", "batch_size", "l2", "prune_ratio", "metric")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        """The TrainConfig overrides this task sets (only those given), by TrainConfig field name."""
+        return manifest_overrides(self.model_dump())
 
 
 def load_manifest(task_dir: Path) -> TaskManifest:

@@ -105,24 +105,7 @@ def _flow_run_id() -> str:
 
 def load_preset(name: str | None) -> dict:
     """A preset by name (quick, paper) or from a JSON file holding ``Preset.to_dict()``."""
-    import json
-
-    from conure_core.config import ConfigError, Preset, get_preset
-
-    name = name or "quick"
-    if name.endswith(".json"):
-        path = Path(name)
-        if not path.is_file():
-            raise PipelineError(f"preset file {path} does not exist; pass quick, paper or a JSON preset file.")
-        try:
-            return Preset.from_dict(json.loads(path.read_text())).to_dict()
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PipelineError(f"preset file {path} is not a valid preset ({exc}); "
-                                "write it as conure_core.config.Preset.to_dict() does.") from None
-    try:
-        return get_preset(name).to_dict()
-    except ConfigError as exc:
-        raise PipelineError(str(exc)) from None
+    return adapters.load_preset(name)
 
 
 def new_head(lineage: str, preset_name: str | None, preset: dict | None = None) -> Head:

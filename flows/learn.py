@@ -7,15 +7,14 @@ import tasks  # noqa: F401  (configures Prefect before it is imported)
 from prefect import flow
 
 from flows.chain import FlowRun, ingest, learn_refs, open_head, t1_of
+from tasks import adapters
 from tasks.errors import PipelineError
 from tasks.reporting import report_of
 from tasks.settings import Layout
 
 
 def _kind_of(task_dir: Path) -> str:
-    from data_contracts.manifest import load_manifest
-
-    return load_manifest(Path(task_dir)).kind
+    return adapters.task_kind(Path(task_dir))
 
 
 def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, floor: float = 0.5,
@@ -60,13 +59,7 @@ def learn_tasks(task_dirs: list[str], lineage: str = "default", preset: str | No
 
 def bundled_task_dirs() -> list[str]:
     """The six bundled MovieLens-100K task folders under CONURE_HOME/bundled (written once)."""
-    from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
-
-    dest = Layout().bundled
-    dirs = [dest / n for n in TASK_NAMES]
-    if not all((d / "task.yaml").exists() for d in dirs):
-        dirs = write_bundled_tasks(dest)
-    return [str(d) for d in dirs]
+    return [str(d) for d in adapters.bundled_task_dirs(Layout().bundled)]
 
 
 @flow(name="run-default", log_prints=False)

@@ -13,21 +13,18 @@ from typing import Any
 from tasks.errors import PipelineError
 
 STATE_FILE = "state.safetensors"
-# manifest key -> TrainConfig field (data_contracts.TaskManifest.training_overrides() names)
-_OVERRIDE_NAMES = {"l2": "head_l2", "epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
-                   "prune_ratio": "prune_ratio"}
 
 
 def folder_digest(task_dir: Path) -> str:
     """Digest of a task folder's visible files (names + bytes): the cache key of its ingestion."""
+    from conure_core.atomic import sha256_file
+
     h = hashlib.sha256()
     files = sorted(p for p in Path(task_dir).rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(task_dir).parts))
     for path in files:
         h.update(str(path.relative_to(task_dir)).encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        sha256_file(path, into=h)
     return h.hexdigest()[:32]
 
 
@@ -55,8 +52,9 @@ def abs_path(home: Path, path: str) -> Path:
 
 def train_overrides(ref: dict) -> dict:
     """TrainConfig overrides from a task's manifest (its names mapped to TrainConfig's)."""
-    manifest = ref.get("manifest") or {}
-    return {field: manifest[key] for key, field in _OVERRIDE_NAMES.items() if manifest.get(key) is not None}
+    from conure_core.config import manifest_overrides
+
+    return manifest_overrides(ref.get("manifest") or {})
 
 
 def load_task_data(home: Path, ref: dict):
@@ -117,3 +115,53 @@ def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict]
                               item_vocab=list(data[0].vocab), progress=progress)
     reports = run_strategy(strategy, data, progress=progress)
     return reports[name].to_dict()
+
+
+def matrix_summary(matrix: list[list[float | None]]) -> dict:
+    """``final_average`` and ``backward_transfer`` of an accuracy matrix (the learner's one definition);
+    None for a matrix with a missing or non-finite entry (a report still prints)."""
+    from conure_core.cl_report import ReportError, backward_transfer, final_average
+
+    try:
+        return {"final_average": final_average(matrix), "backward_transfer": backward_transfer(matrix)}
+    except ReportError:
+        return {"final_average": None, "backward_transfer": None}
+
+
+def load_preset(name: str | None) -> dict:
+    """A preset by name (quick, paper) or from a JSON file holding ``Preset.to_dict()``, as a dict."""
+    import json
+
+    from conure_core.config import ConfigError, Preset, get_preset
+
+    name = name or "quick"
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise PipelineError(f"preset file {path} does not exist; pass quick, paper or a JSON preset file.")
+        try:
+            return Preset.from_dict(json.loads(path.read_text())).to_dict()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PipelineError(f"preset file {path} is not a valid preset ({exc}); "
+                                "write it as conure_core.config.Preset.to_dict() does.") from None
+    try:
+        return get_preset(name).to_dict()
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def task_kind(task_dir: Path) -> str:
+    """The kind (sequence | item | class) a task folder's manifest declares (ContractError if unreadable)."""
+    from data_contracts.manifest import load_manifest
+
+    return load_manifest(Path(task_dir)).kind
+
+
+def bundled_task_dirs(dest: Path) -> list[Path]:
+    """The six bundled MovieLens-100K task folders under ``dest``, written on first use, in learning order."""
+    from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
+
+    dirs = [dest / n for n in TASK_NAMES]
+    if not all((d / "task.yaml").exists() for d in dirs):
+        dirs = write_bundled_tasks(dest)
+    return dirs

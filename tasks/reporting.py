@@ -1,6 +1,7 @@
 """Reports of a lineage read from its HEAD (no Prefect, no MLflow): the machine-readable JSON."""
 from __future__ import annotations
 
+from tasks import adapters
 from tasks.store import Head, LineageStore
 
 
@@ -15,15 +16,11 @@ def report_of(head: Head) -> dict:
 
 
 def summary(report: dict) -> dict:
-    """Final metrics, their mean, and backward transfer (mean change of earlier tasks since learned)."""
+    """Final metrics, their mean, and backward transfer (``conure_core.cl_report``'s definitions)."""
     m = report["matrix"]
     if not m:
         return {"final": {}, "final_average": None, "backward_transfer": None}
-    last = m[-1]
-    n = len(last)
-    bwt = [last[j] - m[j][j] for j in range(n - 1) if last[j] is not None and m[j][j] is not None]
-    return {"final": dict(zip(report["tasks"], last)), "final_average": sum(v for v in last if v is not None) / n,
-            "backward_transfer": sum(bwt) / len(bwt) if bwt else None}
+    return {"final": dict(zip(report["tasks"], m[-1])), **adapters.matrix_summary(m)}
 
 
 def lineage_report(lineage: str) -> dict:

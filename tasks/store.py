@@ -9,15 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from conure_core.atomic import atomic_write_bytes
+from conure_core.atomic import atomic_write_bytes, publish_dir, staged_dir
 from tasks.errors import PipelineError
 from tasks.settings import Layout
 
@@ -154,28 +152,16 @@ class LineageStore:
 
         Content addressing makes this idempotent: a state already stored is kept, the copy dropped.
         """
-        states = self.layout.states
-        tmp = states / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
+        with staged_dir(self.layout.states) as tmp:
             digest = save(tmp)
-            if self.has_state(digest):
-                shutil.rmtree(tmp)
-            else:
-                os.replace(tmp, self.layout.state_dir(digest))
+            publish_dir(tmp, self.layout.state_dir(digest))
             return digest
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def state_path(self, digest: str) -> Path:
         if not self.has_state(digest):
             raise PipelineError(f"lineage state {digest} is missing from {self.layout.states}; "
                                 "re-run the flow to rebuild it.")
         return self.layout.state_dir(digest)
-
-    def prepared_abs(self, task: LearnedTask) -> Path:
-        return self.layout.root / task.prepared_path
 
 
 def write_json(path: Path, obj: Any) -> None:

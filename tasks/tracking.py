@@ -134,9 +134,6 @@ class Tracker:
             parent = str(Path(path).parent)
             self.client.log_artifact(run_id, str(target), None if parent == "." else parent)
 
-    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
-
     def log_dir(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(path), artifact_path)
 

@@ -18,7 +18,7 @@ from conure_core.config import Preset
 from conure_core.data.types import TEST, TRAIN, TaskData
 from conure_core.lineage import Lineage
 from conure_core.metrics import METRIC_OF_KIND
-from conure_core.strategies import STRATEGIES, ConureMinus, FineAll, run_strategy
+from conure_core.strategies import STRATEGIES, ConureMinus, run_strategy
 
 TABLE2_ORDER = ["dnn", "sinmo", "sinmoall", "finesmax", "fineall", "peterrec", "mtl", "conure-"]
 
@@ -131,14 +131,14 @@ def _sweep(lineage: Lineage, task: TaskData, cfg, study: Study, log) -> dict:
 def pruning_sweep(tasks: dict[str, TaskData], study: Study, cache: T1Cache, log) -> dict:
     """Figure 4 (T1) and Figure 6 (T2): prune 30-95% of the task's weights, with and without retraining."""
     start = cache.get()
-    start._user_cache = {}
+    start.drop_cache()
     t1 = copy.deepcopy(start)
     fig4 = _sweep(t1, tasks["clicks"], study.preset.train_config(0), study, log)
     conure = ConureMinus(study.preset, start.num_items, start=start, progress=log)
     conure.learn(tasks["clicks"])
     conure.learn(tasks["liked"])  # T1 settled, T2 trained and left unpruned (Conure-)
     lineage = conure.lineage
-    lineage._user_cache = {}
+    lineage.drop_cache()
     fig6 = _sweep(lineage, tasks["liked"], study.preset.train_config(1), study, log)
     return {"fig4_clicks": fig4, "fig6_liked": fig6}
 
@@ -149,8 +149,8 @@ def table5(tasks: dict[str, TaskData], study: Study, cache: T1Cache, log) -> dic
     base = cache.get()
     lineage = Lineage.new(preset.model, base.num_items, list(base.item_vocab))
     lineage.backbone.load_state_dict(base.backbone.state_dict())
-    lineage.heads = copy.deepcopy(base.heads)
-    lineage.infos = copy.deepcopy(base.infos)
+    lineage.heads.update(copy.deepcopy(base.heads))
+    lineage.infos.extend(copy.deepcopy(base.infos))
     reps = run("conure-", preset, [tasks["clicks"], tasks["liked"], tasks["loved"]], lineage, log)
     n = 3
     return {"conure-": [reps["conure-"]["matrix"][j][j] for j in range(n)], "conure": reps["conure"]["final"],

@@ -36,8 +36,8 @@ class CausalConv(nn.Module):
         self.kernel, self.dilation = kernel, dilation
         self.weight = nn.Parameter(torch.empty(kernel * width, width))
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return causal_conv(x, self.weight if weight is None else weight, self.kernel, self.dilation)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return causal_conv(x, self.weight, self.kernel, self.dilation)
 
 
 class Block(nn.Module):
@@ -50,12 +50,16 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(width, eps=LN_EPS)
         self.conv2 = CausalConv(width, kernel, 2 * dilation)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.ln1(x)))
+        return x + self.conv2(F.relu(self.ln2(h)))
+
 
 class TCN(nn.Module):
     """NextItNet encoder over T1 tokens (0 = pad, 1..V items, V+1 = separator); no final LayerNorm.
 
-    ``forward(tokens, weights)`` takes optional replacement tensors by parameter name (the
-    ownership module passes masked/effective conv kernels this way), so no functional_call is needed.
+    The backbone knows nothing of tasks: masked or effective weights replace its parameters from
+    outside through ``torch.func.functional_call`` (names as in ``named_parameters()``).
     """
 
     def __init__(self, num_items: int, width: int = 64, kernel: int = 3,
@@ -89,15 +93,9 @@ class TCN(nn.Module):
     def receptive_field(self) -> int:
         return 1 + sum((self.kernel - 1) * 3 * d for d in self.dilations)
 
-    def forward(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, C]; position t sees tokens <= t only."""
-        w = weights or {}
-        emb = w.get("embedding.weight", self.embedding.weight)
-        x = F.embedding(tokens, emb, padding_idx=0)
-        for i, block in enumerate(self.blocks):
-            h = F.relu(block.ln1(x))
-            h = block.conv1(h, w.get(f"blocks.{i}.conv1.weight"))
-            h = F.relu(block.ln2(h))
-            h = block.conv2(h, w.get(f"blocks.{i}.conv2.weight"))
-            x = x + h
+        x = self.embedding(tokens)
+        for block in self.blocks:
+            x = block(x)
         return x

@@ -18,8 +18,8 @@ LN_EPS = 1e-8
 class Projection(nn.Module):
     """One linear map with a replaceable weight: ``forward(x, weight=None)``.
 
-    A module (not a bare parameter) so strategies can hook its output (PeterRec's patches) and the
-    ownership module can pass a masked/effective weight by name, as with the TCN's ``CausalConv``.
+    A module (not a bare parameter) so strategies can hook its output (PeterRec's patches); masked
+    weights replace ``weight`` through ``torch.func.functional_call``, as with the TCN's ``CausalConv``.
     """
 
     def __init__(self, d_in: int, d_out: int) -> None:
@@ -27,8 +27,8 @@ class Projection(nn.Module):
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out))
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return F.linear(x, self.weight if weight is None else weight, self.bias)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class TransformerBlock(nn.Module):
@@ -42,6 +42,14 @@ class TransformerBlock(nn.Module):
         self.ff1 = Projection(width, ff_width)
         self.ff2 = Projection(ff_width, width)
 
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        # One head: [B, 1, L, C]; the math backend is deterministic on CPU and CUDA alike.
+        a = F.scaled_dot_product_attention(self.q(h).unsqueeze(1), self.k(h).unsqueeze(1), self.v(h).unsqueeze(1),
+                                           attn_mask=mask)
+        x = x + self.o(a.squeeze(1))
+        return x + self.ff2(F.relu(self.ff1(self.ln2(x))))
+
 
 class Transformer(nn.Module):
     """SASRec-style encoder over T1 tokens (0 = pad, 1..V items, V+1 = separator).
@@ -49,8 +57,7 @@ class Transformer(nn.Module):
     Positions are counted from the right end (sequences are left-padded, so the most recent item, or
     the separator, always gets position 0 whatever the row length, up to ``max_len``). A query attends
     to itself and to earlier non-padding keys, so padding never reaches a real position and a padded
-    query (attending to itself only) never produces NaN. ``forward(tokens, weights)`` accepts
-    replacement tensors by parameter name, like the TCN.
+    query (attending to itself only) never produces NaN.
     """
 
     PRUNABLE = ("q", "k", "v", "o", "ff1", "ff2")
@@ -94,24 +101,15 @@ class Transformer(nn.Module):
         allowed = (causal.unsqueeze(0) & keys) | torch.eye(length, dtype=torch.bool, device=tokens.device)
         return allowed.unsqueeze(1)
 
-    def forward(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, C]; position t sees tokens <= t only."""
         length = tokens.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds the Transformer's max_len {self.max_len}; "
                              "build the backbone with a larger max_len or keep fewer recent items.")
-        w = weights or {}
-        emb = w.get("embedding.weight", self.embedding.weight)
         pos = torch.arange(length - 1, -1, -1, device=tokens.device)
-        x = F.embedding(tokens, emb, padding_idx=0) + F.embedding(pos, self.positions.weight).unsqueeze(0)
+        x = self.embedding(tokens) + self.positions(pos).unsqueeze(0)
         mask = self.attention_mask(tokens)
-        for i, block in enumerate(self.blocks):
-            get = lambda name: w.get(f"blocks.{i}.{name}.weight")  # noqa: E731
-            h = block.ln1(x)
-            q, k, v = block.q(h, get("q")), block.k(h, get("k")), block.v(h, get("v"))
-            # One head: [B, 1, L, C]; the math backend is deterministic on CPU and CUDA alike.
-            a = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), attn_mask=mask)
-            x = x + block.o(a.squeeze(1), get("o"))
-            h = F.relu(block.ff1(block.ln2(x), get("ff1")))
-            x = x + block.ff2(h, get("ff2"))
+        for block in self.blocks:
+            x = block(x, mask)
         return self.final_ln(x)

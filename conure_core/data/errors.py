@@ -1,8 +1,10 @@
 """The error raised by conure_core.data for input it cannot read or prepare."""
 from __future__ import annotations
 
+from conure_core.errors import ConureError
 
-class DataError(ValueError):
+
+class DataError(ConureError, ValueError):
     """Bad input data: the message is one sentence naming the file, column/row and the fix.
 
     ``data_contracts.errors.ContractError`` subclasses this, so catching ``DataError`` catches both.

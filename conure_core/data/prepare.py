@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from conure_core.atomic import publish_dir, sha256_file, staged_dir
 
 from .errors import DataError
 from .ids import as_strings, check_id_column, encode
@@ -190,35 +190,23 @@ def write_prepared(pt: PreparedTable, out_root: Path, *, extra_meta: dict | None
     """
     root = Path(out_root) / pt.name
     created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        digest = hashlib.sha256()
-        files = [(DATA, pt.data), (VOCAB, pa.table({"id": pt.vocab}))]
-        if pt.quarantine is not None:
-            files.append((QUARANTINE, pt.quarantine))
-        for fname, table in files:
-            # No dictionary pages: ids are (nearly) unique, so they only cost time (2x on T1).
-            pq.write_table(table, tmp / fname, compression="zstd", use_dictionary=False)
-            digest.update(fname.encode() + b"\0" + _file_sha(tmp / fname) + b"\0")
-        meta = {"format": FORMAT_VERSION, "name": pt.name, **pt.meta, **(extra_meta or {})}
-        digest.update(json.dumps(meta, sort_keys=True).encode())
-        meta["digest"] = digest.hexdigest()[:16]
-        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        final = root / meta["digest"]
-        if final.exists():
-            shutil.rmtree(tmp)
-            return final
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():  # a concurrent writer of the same content wins the rename: fine
-                raise
-            shutil.rmtree(tmp)
-        return final
+        with staged_dir(root) as tmp:
+            digest = hashlib.sha256()
+            files = [(DATA, pt.data), (VOCAB, pa.table({"id": pt.vocab}))]
+            if pt.quarantine is not None:
+                files.append((QUARANTINE, pt.quarantine))
+            for fname, table in files:
+                # No dictionary pages: ids are (nearly) unique, so they only cost time (2x on T1).
+                pq.write_table(table, tmp / fname, compression="zstd", use_dictionary=False)
+                digest.update(fname.encode() + b"\0" + sha256_file(tmp / fname).hexdigest().encode() + b"\0")
+            meta = {"format": FORMAT_VERSION, "name": pt.name, **pt.meta, **(extra_meta or {})}
+            digest.update(json.dumps(meta, sort_keys=True).encode())
+            meta["digest"] = digest.hexdigest()[:16]
+            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            return publish_dir(tmp, root / meta["digest"])
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and not any(root.iterdir()):
+        if created and root.exists() and not any(root.iterdir()):
             root.rmdir()
         raise
 
@@ -238,14 +226,6 @@ def t1_reference(t1_dir: Path, task_root: Path) -> tuple[dict, pa.Array]:
     ref = {"name": meta["name"], "digest": meta["digest"], "path": rel,
            "num_items": meta["num_items"], "max_len": meta["max_len"]}
     return ref, users
-
-
-def _file_sha(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest().encode()
 
 
 def prepare_task_dir(task_dir: Path, out_root: Path, t1_dir: Path | None = None) -> Path:

@@ -13,7 +13,8 @@ from conure_core.strategies.conure_minus import ConureMinus
 from conure_core.strategies.dnn import DNN, BagMLP
 from conure_core.strategies.fineall import FineAll
 from conure_core.strategies.mtl import MTL
-from conure_core.strategies.peterrec import Patch, PatchedLineage, PeterRec
+from conure_core.policies import Patch, PatchPolicy
+from conure_core.strategies.peterrec import PeterRec
 from conure_core.strategies.runner import run_strategy
 from conure_core.strategies.single import FineSmax, SinMoAll
 from conure_core.strategies.sinmo import SinMo
@@ -32,5 +33,5 @@ def build_strategy(name: str, preset, num_items: int, **kwargs):
 
 
 __all__ = ["STRATEGIES", "Strategy", "BaselineStrategy", "StrategyError", "ConureStrategy", "ConureMinus", "DNN",
-           "BagMLP", "FineAll", "MTL", "Patch", "PatchedLineage", "PeterRec", "FineSmax", "SinMoAll", "SinMo",
+           "BagMLP", "FineAll", "MTL", "Patch", "PatchPolicy", "PeterRec", "FineSmax", "SinMoAll", "SinMo",
            "build_strategy", "run_strategy"]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conure_core.model import TaskModel
 from conure_core.seeding import stage_generator
 from conure_core.strategies.sinmo import SinMo
 
@@ -15,7 +16,7 @@ from conure_core.strategies.sinmo import SinMo
 class BagMLP(nn.Module):
     """Encoder: position t = MLP(mean of the embeddings of the non-padding tokens <= t).
 
-    A running (causal) mean keeps the Backbone contract (``forward(tokens, weights) -> [B, L, C]``,
+    A running (causal) mean keeps the Backbone contract (``forward(tokens) -> [B, L, C]``,
     position t sees tokens <= t), so T1 predicts the next item from the bag of the items so far and
     a later task reads the whole bag (plus the separator) at the last position.
     """
@@ -36,13 +37,11 @@ class BagMLP(nn.Module):
     def prunable_names(self) -> list[str]:
         return ["fc1.weight", "fc2.weight"]
 
-    def forward(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        w = weights or {}
-        x = F.embedding(tokens, w.get("embedding.weight", self.embedding.weight), padding_idx=0)
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
         count = (tokens != 0).cumsum(dim=1).clamp(min=1).unsqueeze(-1).to(x.dtype)
         bag = x.cumsum(dim=1) / count  # padding embeds to 0, so it adds nothing to the sums
-        h = F.relu(F.linear(bag, w.get("fc1.weight", self.fc1.weight), self.fc1.bias))
-        return F.linear(h, w.get("fc2.weight", self.fc2.weight), self.fc2.bias)
+        return self.fc2(F.relu(self.fc1(bag)))
 
 
 class DNN(SinMo):
@@ -51,8 +50,6 @@ class DNN(SinMo):
     name = "dnn"
     shares_t1 = False
 
-    def new_model(self):
-        model = self.fresh(any_first_kind=True)
-        model.replace_backbone(BagMLP(self.num_items, self.preset.model.width,
-                                      stage_generator(self.preset.model.seed, 0, "dnn")))
-        return model
+    def new_model(self) -> TaskModel:
+        bag = BagMLP(self.num_items, self.preset.model.width, stage_generator(self.preset.model.seed, 0, "dnn"))
+        return TaskModel(self.preset.model, self.num_items, self.item_vocab, self.device, backbone=bag)

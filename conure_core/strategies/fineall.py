@@ -1,9 +1,12 @@
 """FineAll: per later task, a copy of the T1 backbone fully fine-tuned on that task (N backbones)."""
 from __future__ import annotations
 
+import copy
+
 from conure_core.data.types import TaskData
+from conure_core.learner import Learner
+from conure_core.policies import OpenPolicy
 from conure_core.strategies.common import ModelPerTask
-from conure_core.strategies.engine import OpenLineage, clone_lineage
 
 
 class FineAll(ModelPerTask):
@@ -14,18 +17,18 @@ class FineAll(ModelPerTask):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.t1: OpenLineage | None = None
+        self.t1: Learner | None = None
 
     def learn(self, task: TaskData) -> None:
         if self.t1 is None:
-            self.t1 = self.t1_model(task)
-            model = self.t1
+            self.t1 = learner = self.t1_learner(task)
         else:
-            model = clone_lineage(self.t1, policy="all")
-            model.train(task, self.config(len(self.learned), task), self.progress)
-        self.models[task.name] = model
+            self.t1.model.drop_cache()
+            learner = Learner(copy.deepcopy(self.t1.model), OpenPolicy())
+            learner.train(task, self.config(len(self.learned), task), self.progress)
+        self.learners[task.name] = learner
         self.learned.append(task.name)
 
     def storage_bytes(self) -> int:
         # Each copy stores its backbone and its own head (T1's head lives with T1's model only).
-        return sum(m.backbone_bytes() + m.head_bytes([name]) for name, m in self.models.items())
+        return sum(m.model.backbone_bytes() + m.model.head_bytes([name]) for name, m in self.learners.items())

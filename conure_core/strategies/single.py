@@ -2,6 +2,7 @@
 (freezes it after T1, trains heads only)."""
 from __future__ import annotations
 
+from conure_core.policies import FrozenPolicy, OpenPolicy
 from conure_core.strategies.common import OneBackbone
 
 
@@ -11,11 +12,15 @@ class SinMoAll(OneBackbone):
     Earlier heads are kept and frozen."""
 
     name = "sinmoall"
-    policy = "all"
+
+    def make_policy(self, model):
+        return OpenPolicy()
 
 
 class FineSmax(OneBackbone):
     """T1's backbone frozen after T1; each later task trains only its own head (softmax layer)."""
 
     name = "finesmax"
-    policy = "none"
+
+    def make_policy(self, model):
+        return FrozenPolicy()

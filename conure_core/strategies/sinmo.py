@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from conure_core.data.types import TaskData
+from conure_core.learner import Learner
+from conure_core.policies import OpenPolicy
 from conure_core.strategies.common import ModelPerTask
-from conure_core.strategies.engine import OpenLineage
 
 
 class SinMo(ModelPerTask):
@@ -16,18 +17,15 @@ class SinMo(ModelPerTask):
     name = "sinmo"
     shares_t1 = True
 
-    def new_model(self) -> OpenLineage:
-        return self.fresh(any_first_kind=True)
-
     def learn(self, task: TaskData) -> None:
         if not self.learned and task.kind == "sequence" and self.shares_t1:
-            model = self.t1_model(task)
+            learner = self.t1_learner(task)
         else:
-            model = self.new_model()
             # A fresh model's only task trains everything (index 1); its config is the task's position's.
-            model.train(task, self.config(len(self.learned), task), self.progress)
-        self.models[task.name] = model
+            learner = Learner(self.new_model(), OpenPolicy(), first_kind=None)
+            learner.train(task, self.config(len(self.learned), task), self.progress)
+        self.learners[task.name] = learner
         self.learned.append(task.name)
 
     def storage_bytes(self) -> int:
-        return sum(m.storage_bytes() for m in self.models.values())
+        return sum(learner.storage_bytes() for learner in self.learners.values())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conure_core.checkpoint import CheckpointError, load_state, save_state, state_digest
-from tests.core.conftest import cfg_for, outputs
+from tests.core.conftest import outputs
 
 
 def test_save_load_identical_outputs(learned, tasks, tmp_path):

@@ -7,24 +7,27 @@ import torch
 from conure_core.config import ConfigError, ModelConfig, TrainConfig, get_preset
 from conure_core.lineage import Lineage
 from conure_core.naive import naive_baseline
-from conure_core.training import run_stage
+from conure_core.training import Selection
 from tests.core.conftest import MODEL, cfg_for
 
 
 def _stage(select, valids):
-    """A stage whose validation returns scripted (metric, loss) pairs; returns the kept epoch."""
+    """Offer scripted (metric, loss) validation pairs, one per epoch, to a Selection; returns the kept epoch."""
     w = torch.nn.Parameter(torch.zeros(1))
-    seq = iter(valids)
-    return run_stage(task="t", stage="train", param_groups=[{"params": [w]}], num_rows=4, batch_size=4,
-                     epochs=len(valids) - 1, patience=10, lr=0.1, generator=torch.Generator().manual_seed(0),
-                     step=lambda idx: (w - 1.0).pow(2).sum(), validate=lambda: next(seq), metric="accuracy",
-                     select=select)
+    best = Selection(select, valids[0], [w])
+    for epoch, valid in enumerate(valids[1:], start=1):
+        with torch.no_grad():
+            w.fill_(epoch)  # the weights of each epoch differ, so restore() shows which one was kept
+        best.offer(valid, epoch)
+    best.restore(epochs_run=len(valids) - 1)
+    assert float(w.detach()) == best.epoch
+    return best
 
 
 def test_select_loss_keeps_lowest_validation_loss():
     valids = [(0.70, 0.62), (0.75, 0.64), (0.70, 0.58), (0.72, 0.60)]
-    assert _stage("metric", valids).best_epoch == 1
-    assert _stage("loss", valids).best_epoch == 2
+    assert _stage("metric", valids).epoch == 1
+    assert _stage("loss", valids).epoch == 2
     with pytest.raises(ValueError):
         _stage("nope", valids)
 

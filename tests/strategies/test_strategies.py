@@ -8,14 +8,15 @@ from conure_core.heads import build_head
 from conure_core.seeding import stage_generator
 from conure_core.strategies import (DNN, MTL, STRATEGIES, BagMLP, ConureMinus, ConureStrategy, FineAll, FineSmax,
                                     PeterRec, SinMo, SinMoAll, StrategyError, build_strategy, run_strategy)
-from conure_core.strategies.engine import OpenLineage, tensor_bytes
+from conure_core.lineage import Lineage
+from conure_core.model import tensor_bytes
 from tests.strategies.helpers import tiny_preset
 
 PRESET = tiny_preset()
 
 
-def backbone_state(model):
-    return {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+def backbone_state(learner):
+    return {n: p.detach().clone() for n, p in learner.model.backbone.named_parameters()}
 
 
 def same(a, b):
@@ -40,14 +41,14 @@ def test_finesmax_keeps_backbone_bit_identical_and_trains_the_head(tiny):
     log, progress = stage_log()
     s = FineSmax(PRESET, t1.num_items, progress=progress)
     s.learn(t1)
-    before, out1 = backbone_state(s.model), t1_outputs(s.model, t1)
+    before, out1 = backbone_state(s.learner), t1_outputs(s.learner, t1)
     s.learn(t2)
-    assert same(before, backbone_state(s.model))
-    assert all(torch.equal(a, b) for a, b in zip(out1, t1_outputs(s.model, t1)))
+    assert same(before, backbone_state(s.learner))
+    assert all(torch.equal(a, b) for a, b in zip(out1, t1_outputs(s.learner, t1)))
     assert log[-1]["best_epoch"] == log[-1]["epochs_run"] > 0
-    assert not torch.equal(s.model.heads[t2.name].weight, fresh_head("item", t2.num_labels, 2).weight)
+    assert not torch.equal(s.learner.model.heads[t2.name].weight, fresh_head("item", t2.num_labels, 2).weight)
     assert s.num_backbones == 1
-    assert s.storage_bytes() == tensor_bytes(before.values()) + s.model.head_bytes()
+    assert s.storage_bytes() == tensor_bytes(before.values()) + s.learner.model.head_bytes()
 
 
 def test_sinmoall_moves_the_shared_backbone(tiny):
@@ -55,13 +56,13 @@ def test_sinmoall_moves_the_shared_backbone(tiny):
     log, progress = stage_log()
     s = SinMoAll(PRESET, t1.num_items, progress=progress)
     s.learn(t1)
-    before, out1 = backbone_state(s.model), t1_outputs(s.model, t1)
+    before, out1 = backbone_state(s.learner), t1_outputs(s.learner, t1)
     s.learn(t2)
     assert log[-1]["best_epoch"] == log[-1]["epochs_run"] > 0
-    after = backbone_state(s.model)
+    after = backbone_state(s.learner)
     changed = [n for n in before if not torch.equal(before[n], after[n])]
     assert "embedding.weight" in changed and any(".conv" in n for n in changed)
-    assert not torch.equal(out1[1], t1_outputs(s.model, t1)[1])  # T1 is served by moved weights
+    assert not torch.equal(out1[1], t1_outputs(s.learner, t1)[1])  # T1 is served by moved weights
     assert s.num_backbones == 1 and math.isfinite(s.evaluate(t1)["mrr@5"])
 
 
@@ -69,23 +70,23 @@ def test_peterrec_freezes_backbone_and_trains_patches(tiny):
     t1, t2 = tiny[:2]
     s = PeterRec(PRESET, t1.num_items)
     s.learn(t1)
-    before, out1 = backbone_state(s.model), t1_outputs(s.model, t1)
+    before, out1 = backbone_state(s.learner), t1_outputs(s.learner, t1)
     s.learn(t2)
-    assert same(before, backbone_state(s.model))
-    patches = s.model.patches[t2.name]
+    assert same(before, backbone_state(s.learner))
+    patches = s.learner.policy.patches[t2.name]
     assert len(patches) == len(PRESET.model.dilations)  # one patch per residual block
     assert all(p.up.abs().sum() > 0 for p in patches)  # Up starts at zero: it moved
-    assert all(torch.equal(a, b) for a, b in zip(out1, t1_outputs(s.model, t1)))
+    assert all(torch.equal(a, b) for a, b in zip(out1, t1_outputs(s.learner, t1)))
     c = PRESET.model.width
     per_patch = (c // 4) * c * 2 + c // 4 + c
-    assert s.model.patch_bytes() == 4 * per_patch * len(patches)
-    assert s.storage_bytes() == tensor_bytes(before.values()) + s.model.head_bytes() + s.model.patch_bytes()
+    assert s.patch_bytes() == 4 * per_patch * len(patches)
+    assert s.storage_bytes() == tensor_bytes(before.values()) + s.learner.model.head_bytes() + s.patch_bytes()
     # The patch changes task 2's representation only while task 2 is active.
     seqs = t2.sequences[:8]
     with torch.no_grad():
-        plain = s.model.user_vectors(seqs, None)
-        with s.model.use(t2.name):
-            patched = s.model.user_vectors(seqs, None)
+        plain = s.learner.model.user_vectors(seqs, None)
+        with s.learner.policy.reading(s.learner.info(t2.name)):
+            patched = s.learner.model.user_vectors(seqs, None)
     assert not torch.equal(plain, patched)
 
 
@@ -96,10 +97,10 @@ def test_fineall_copies_t1_and_fine_tunes_the_copy(tiny):
     before = backbone_state(s.t1)
     s.learn(t2)
     assert same(before, backbone_state(s.t1))
-    assert not same(before, backbone_state(s.models[t2.name]))
+    assert not same(before, backbone_state(s.learners[t2.name]))
     assert s.num_backbones == 2
-    assert s.storage_bytes() == 2 * tensor_bytes(before.values()) + s.t1.head_bytes([t1.name]) \
-        + s.models[t2.name].head_bytes([t2.name])
+    assert s.storage_bytes() == 2 * tensor_bytes(before.values()) + s.t1.model.head_bytes([t1.name]) \
+        + s.learners[t2.name].model.head_bytes([t2.name])
 
 
 def test_sinmo_trains_a_fresh_model_per_task(tiny):
@@ -107,9 +108,9 @@ def test_sinmo_trains_a_fresh_model_per_task(tiny):
     s = SinMo(PRESET, t1.num_items)
     s.learn(t1)
     s.learn(t2)
-    assert s.num_backbones == 2 and s.models[t2.name].tasks == [t2.name]
-    assert not same(backbone_state(s.models[t1.name]), backbone_state(s.models[t2.name]))
-    assert s.storage_bytes() == sum(m.storage_bytes() for m in s.models.values())
+    assert s.num_backbones == 2 and s.learners[t2.name].tasks == [t2.name]
+    assert not same(backbone_state(s.learners[t1.name]), backbone_state(s.learners[t2.name]))
+    assert s.storage_bytes() == sum(m.storage_bytes() for m in s.learners.values())
 
 
 def test_mtl_trains_both_objectives_on_one_backbone(tiny):
@@ -120,9 +121,9 @@ def test_mtl_trains_both_objectives_on_one_backbone(tiny):
     pair = s.pairs[t2.name]
     assert pair.tasks == [t1.name, t2.name] and s.num_backbones == 1
     # Both heads moved from their seeded initial values: T1's loss and T2's loss both trained.
-    assert not torch.equal(pair.heads[t1.name].weight, fresh_head("sequence", t1.num_items, 1).weight)
-    assert not torch.equal(pair.heads[t2.name].weight, fresh_head("item", t2.num_labels, 2).weight)
-    assert s.model_for(t1) is pair and s.storage_bytes() == pair.storage_bytes()
+    assert not torch.equal(pair.model.heads[t1.name].weight, fresh_head("sequence", t1.num_items, 1).weight)
+    assert not torch.equal(pair.model.heads[t2.name].weight, fresh_head("item", t2.num_labels, 2).weight)
+    assert s.learner_for(t1) is pair and s.storage_bytes() == pair.storage_bytes()
 
 
 def test_dnn_is_a_bag_of_items_mlp_per_task(tiny):
@@ -130,8 +131,8 @@ def test_dnn_is_a_bag_of_items_mlp_per_task(tiny):
     s = DNN(PRESET, t1.num_items)
     s.learn(t1)
     s.learn(t4)
-    assert s.num_backbones == 2 and all(isinstance(m.backbone, BagMLP) for m in s.models.values())
-    bag = s.models[t4.name].backbone
+    assert s.num_backbones == 2 and all(isinstance(m.model.backbone, BagMLP) for m in s.learners.values())
+    bag = s.learners[t4.name].model.backbone
     a = torch.tensor([[0, 3, 5, 7]])
     b = torch.tensor([[0, 7, 3, 5]])  # same bag, other order
     assert torch.allclose(bag(a)[:, -1], bag(b)[:, -1], atol=1e-6)
@@ -156,13 +157,13 @@ def test_conure_minus_and_conure_from_one_run_match_the_learner(tiny):
 
 def test_start_from_shared_t1_equals_training_it(tiny):
     t1, t2 = tiny[:2]
-    start = OpenLineage(PRESET.model, t1.num_items)
+    start = Lineage(PRESET.model, t1.num_items)
     start.train(t1, PRESET.train_config(0))
     a, b = FineAll(PRESET, t1.num_items, start=start), FineAll(PRESET, t1.num_items)
     for s in (a, b):
         s.learn(t1)
         s.learn(t2)
-    assert same(backbone_state(a.models[t2.name]), backbone_state(b.models[t2.name]))
+    assert same(backbone_state(a.learners[t2.name]), backbone_state(b.learners[t2.name]))
     assert a.evaluate(t2) == b.evaluate(t2)
 
 

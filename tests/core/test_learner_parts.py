@@ -1,0 +1,72 @@
+"""The learner's parts: the stage machine's one guard, the weights contract, the policies' groups."""
+import pytest
+import torch
+
+from conure_core.config import ModelConfig
+from conure_core.errors import ConureError
+from conure_core.lineage import Lineage, LineageError, Phase
+from conure_core.model import TaskModel
+from conure_core.policies import FrozenPolicy, OpenPolicy
+from tests.core.conftest import MODEL, cfg_for
+
+
+def test_stage_machine_names_the_allowed_next_step(tasks):
+    t1, t2, t3 = tasks
+    lineage = Lineage.new(ModelConfig(**MODEL), t1.num_items)
+    assert lineage.phase() is None
+    with pytest.raises(LineageError, match=r"cannot prune task 'clicks': the next step is train of T1"):
+        lineage.prune("clicks", 0.5)
+    lineage.train(t1, cfg_for(0))
+    assert lineage.phase() is Phase.TRAINED
+    with pytest.raises(LineageError, match=r"cannot retrain task 'clicks': the next step is prune\('clicks'\)"):
+        lineage.retrain(t1, cfg_for(0))
+    with pytest.raises(LineageError, match=r"the next step is prune\('clicks'\): prune and retrain 'clicks' before"):
+        lineage.train(t2, cfg_for(1))
+    lineage.prune("clicks", 0.5)
+    assert lineage.phase() is Phase.PRUNED
+    with pytest.raises(LineageError, match=r"cannot prune task 'clicks': the next step is retrain\('clicks'\)"):
+        lineage.prune("clicks", 0.5)
+    with pytest.raises(LineageError, match=r"cannot train task 'liked': the next step is retrain\('clicks'\)"):
+        lineage.train(t2, cfg_for(1))
+    lineage.retrain(t1, cfg_for(0))
+    assert lineage.phase() is Phase.SETTLED
+    with pytest.raises(LineageError, match=r"cannot retrain task 'clicks': the next step is train of a new task"):
+        lineage.retrain(t1, cfg_for(0))
+    lineage.train(t2, cfg_for(1))
+    with pytest.raises(LineageError, match=r"cannot prune task 'clicks': the next step is prune\('liked'\)"):
+        lineage.prune("clicks", 0.5)
+    assert lineage.tasks == ["clicks", "liked"] and isinstance(LineageError("x"), ConureError)
+
+
+def test_a_misspelt_replacement_weight_is_an_error_not_an_unmasked_forward(tasks):
+    model = TaskModel(ModelConfig(**MODEL), tasks[0].num_items)
+    tokens = tasks[0].sequences[:2]
+    good = {"blocks.0.conv1.weight": torch.zeros_like(model.params["blocks.0.conv1.weight"])}
+    assert not torch.equal(model.encode(tokens, good), model.encode(tokens))  # the name reaches the conv
+    with pytest.raises(KeyError, match=r"\['blocks\.0\.conv1\.wieght'\] name no parameter"):
+        model.encode(tokens, {"blocks.0.conv1.wieght": good["blocks.0.conv1.weight"]})
+
+
+def test_policies_choose_the_trained_parameters(tasks):
+    t1, t2, _ = tasks
+    lineage = Lineage.new(ModelConfig(**MODEL), t1.num_items)
+    lineage.learn(t1, cfg_for(0))
+    model = lineage.model
+    info1 = model.info("clicks")
+    info2 = model.add_task(t2, cfg_for(1))
+    every = [id(p) for p in model.params.values()]
+    for policy, info, stage, expected in [
+        (lineage.policy, info1, "train", every),  # T1's first stage trains everything
+        (lineage.policy, info2, "train", [id(model.params[n]) for n in model.params if ".conv" in n]),
+        (OpenPolicy(), info2, "train", every),
+        (FrozenPolicy(), info2, "train", []),
+    ]:
+        groups = policy.param_groups(model, info, stage, cfg_for(1))
+        backbone = [id(p) for g in groups for p in g["params"] if any(p is q for q in model.params.values())]
+        assert backbone == expected, (policy.name, stage)
+        heads = [g for g in groups if g["params"][0] is model.heads[info.name].weight]
+        assert len(heads) == 1 and heads[0]["weight_decay"] == (0.0 if info.kind == "sequence" else cfg_for(1).head_l2)
+        assert {id(p) for p in model.params.values() if p.requires_grad} == set(backbone)
+    # T1's head trains in its first stage only (SPEC section 3).
+    assert not any(g["params"][0] is model.heads["clicks"].weight
+                   for g in lineage.policy.param_groups(model, info1, "retrain", cfg_for(0)))
