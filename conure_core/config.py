@@ -31,7 +31,7 @@ class ModelConfig:
     kernel: int = 3
     # One entry per residual block: the block's first conv uses d, its second 2d (SPEC section 2).
     dilations: list[int] = field(default_factory=lambda: [1, 4, 1, 4])
-    user_repr: str = "separator"  # "separator" | "last"
+    user_repr: str = "separator"  # "separator" | "last" | "mean" (pooled over the sequence + separator)
     prune_embedding: bool = False
     freed_weights: str = "keep"  # "keep" (Conure) | "zero" (PackNet)
     min_free: float = 0.0  # refuse a new task when the free fraction is <= this floor
@@ -47,8 +47,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.backbone not in ("tcn", "transformer"):
             raise ConfigError(f"ModelConfig.backbone={self.backbone!r} is not available; use 'tcn' or 'transformer'.")
-        if self.user_repr not in ("separator", "last"):
-            raise ConfigError(f"ModelConfig.user_repr={self.user_repr!r}; use 'separator' or 'last'.")
+        if self.user_repr not in ("separator", "last", "mean"):
+            raise ConfigError(f"ModelConfig.user_repr={self.user_repr!r}; use 'separator', 'last' or 'mean'.")
         if self.t1_targets not in ("all", "last"):
             raise ConfigError(f"ModelConfig.t1_targets={self.t1_targets!r}; use 'all' or 'last'.")
         if self.freed_weights not in ("keep", "zero"):
@@ -80,6 +80,12 @@ class TrainConfig:
     sampled_fraction: float = 1.0  # T1 softmax: 1.0 = full, else share of the vocabulary as negatives
     eval_batch_size: int = 1024
     prune_ratio: float = 0.7  # share of the task's free weights released for later tasks
+    # prune_auto: choose the ratio on validation instead: the largest of ``prune_grid`` whose
+    # retrained validation metric stays within ``prune_epsilon`` (relative) of the unpruned
+    # (Conure-) task's; ``prune_ratio`` is then only the fallback when none does.
+    prune_auto: bool = False
+    prune_grid: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9])
+    prune_epsilon: float = 0.02
     keep_best: bool = True  # restore the best validation epoch's weights at the end of a stage
     # Item tasks: batches of whole users' rows (each row once per epoch, same batch size) so the
     # backbone encodes each user about once per epoch instead of once per row.
@@ -106,6 +112,9 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.item_loss={self.item_loss!r}; use 'bpr', 'bpr_logq' or 'softmax'.")
         if not 0.0 <= self.prune_ratio < 1.0:
             raise ConfigError(f"TrainConfig.prune_ratio={self.prune_ratio} must be in [0, 1).")
+        if not self.prune_grid or any(not 0.0 <= r < 1.0 for r in self.prune_grid) or not 0.0 <= self.prune_epsilon < 1.0:
+            raise ConfigError("TrainConfig.prune_grid needs ratios in [0, 1) and prune_epsilon must be in [0, 1).")
+        self.prune_grid = sorted(float(r) for r in self.prune_grid)
         if self.select not in ("metric", "loss"):
             raise ConfigError(f"TrainConfig.select={self.select!r}; use 'metric' or 'loss'.")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.user_dropout < 1.0:
@@ -139,14 +148,23 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
+AUTO = "auto"  # a prune ratio chosen on validation (manifest value, preset ``prune_ratios`` entry)
+
 # A task manifest's training keys (task.yaml) -> the TrainConfig field each one sets.
 MANIFEST_FIELDS = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "l2": "head_l2",
                    "prune_ratio": "prune_ratio"}
 
 
 def manifest_overrides(manifest: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig overrides from a task manifest's keys (only those it sets); the one mapping of them."""
-    return {field: manifest[key] for key, field in MANIFEST_FIELDS.items() if manifest.get(key) is not None}
+    """TrainConfig overrides from a task manifest's keys (only those it sets); the one mapping of them.
+
+    ``prune_ratio: auto`` turns on the validation-chosen ratio (``TrainConfig.prune_auto``).
+    """
+    out = {field: manifest[key] for key, field in MANIFEST_FIELDS.items() if manifest.get(key) is not None}
+    if out.get("prune_ratio") == AUTO:
+        del out["prune_ratio"]
+        out["prune_auto"] = True
+    return out
 
 
 @dataclass
@@ -157,8 +175,9 @@ class Preset:
     model: ModelConfig
     first: TrainConfig
     later: TrainConfig
-    # Prune ratio per task position (T1, T2, ...); the last value repeats.
-    prune_ratios: list[float] = field(default_factory=lambda: [0.7])
+    # Prune ratio per task position (T1, T2, ...); the last value repeats; "auto" = chosen on
+    # validation (TrainConfig.prune_auto, falling back to the ``later`` config's prune_ratio).
+    prune_ratios: list[float | str] = field(default_factory=lambda: [0.7])
     # Classification tasks' config when it differs from ``later`` (e.g. ~700 users need small batches).
     classes: TrainConfig | None = None
     # torch intra-op threads while this preset trains (None: torch's default). Results are bit-exact
@@ -176,7 +195,9 @@ class Preset:
         """The TrainConfig of the task at 0-based position ``index`` (of ``kind``), with manifest overrides."""
         base = self.first if index == 0 else (self.classes if kind == "class" and self.classes else self.later)
         ratio = self.prune_ratios[min(index, len(self.prune_ratios) - 1)]
-        return dataclasses.replace(base, prune_ratio=ratio).with_overrides(overrides)
+        chosen = dataclasses.replace(base, prune_auto=True) if ratio == AUTO else \
+            dataclasses.replace(base, prune_ratio=float(ratio))
+        return chosen.with_overrides(overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model.to_dict(), "first": self.first.to_dict(),

@@ -11,6 +11,7 @@ weights. Task j then reads ``W * (1 <= owner <= j)`` forever (``conure_core.owne
 """
 from __future__ import annotations
 
+import copy
 import enum
 
 import torch
@@ -136,6 +137,31 @@ class Lineage(Learner):
                       "free": self.free_capacity()["total"]})
         return kept
 
+    def choose_prune_ratio(self, task: TaskData, cfg: TrainConfig, progress: Progress | None = None
+                           ) -> tuple[float, list[dict]]:
+        """The largest ratio of ``cfg.prune_grid`` whose pruned + retrained validation metric stays within
+        ``cfg.prune_epsilon`` (relative) of the unpruned task's (Conure-), and the curve behind it.
+
+        Each ratio is tried on a copy of the lineage (the copy's retrain is seeded as the real one, so the
+        chosen ratio's trial is exactly what ``prune`` + ``retrain`` will give); none passing -> ``cfg.prune_ratio``.
+        """
+        info = self._guard("prune", task.name)
+        reference = self.model.evaluate(task, "valid", info, self.task_weights(info), cfg.eval_batch_size)[info.metric]
+        floor = reference - cfg.prune_epsilon * abs(reference)
+        self.drop_cache()
+        curve = []
+        for ratio in cfg.prune_grid:
+            trial = copy.deepcopy(self)
+            trial.prune(task.name, ratio)
+            result = trial.retrain(task, cfg)
+            curve.append({"ratio": ratio, "valid": result.best_valid, "free": trial.free_capacity()["total"]})
+        passing = [c["ratio"] for c in curve if c["valid"] >= floor]
+        chosen = max(passing) if passing else cfg.prune_ratio
+        if progress:
+            progress({"event": "prune_choice", "task": task.name, "ratio": chosen, "reference": reference,
+                      "epsilon": cfg.prune_epsilon, "curve": curve})
+        return chosen, [{"reference": reference, **c} for c in curve]
+
     def retrain(self, task: TaskData, cfg: TrainConfig, progress: Progress | None = None) -> StageResult:
         """Stage 3: forward with owner in 1..k, gradients to the task's own weights (and head, after T1)."""
         info = self._guard("retrain", task.name)
@@ -145,9 +171,19 @@ class Lineage(Learner):
 
     def learn(self, task: TaskData, cfg: TrainConfig, ratio: float | None = None, prune: bool = True,
               progress: Progress | None = None) -> list[StageResult]:
-        """train -> prune -> retrain (or train only, leaving the task as Conure-, when ``prune`` is False)."""
+        """train -> prune -> retrain (or train only, leaving the task as Conure-, when ``prune`` is False).
+
+        The ratio: ``ratio`` when given, else chosen on validation with ``cfg.prune_auto``, else ``cfg.prune_ratio``.
+        """
         results = [self.train(task, cfg, progress)]
         if prune:
-            self.prune(task.name, cfg.prune_ratio if ratio is None else ratio, progress)
-            results.append(self.retrain(task, cfg, progress))
+            results.append(self.settle(task, cfg, ratio, progress))
         return results
+
+    def settle(self, task: TaskData, cfg: TrainConfig, ratio: float | None = None,
+               progress: Progress | None = None) -> StageResult:
+        """prune -> retrain of the newest (Conure-) task; the ratio as in ``learn``."""
+        if ratio is None:
+            ratio = self.choose_prune_ratio(task, cfg, progress)[0] if cfg.prune_auto else cfg.prune_ratio
+        self.prune(task.name, ratio, progress)
+        return self.retrain(task, cfg, progress)

@@ -157,11 +157,17 @@ class TaskModel:
             return self._forward(tokens, weights).float()
 
     def user_vectors(self, sequences: torch.Tensor, weights: Weights = None) -> torch.Tensor:
-        """g for tasks after T1: the hidden state at an appended separator (or at the last item)."""
-        if self.config.user_repr == "separator":
+        """g for tasks after T1 (``config.user_repr``): the hidden state at an appended separator, at the
+        last item, or ("mean") the mean hidden state over every real position and the separator."""
+        if self.config.user_repr in ("separator", "mean"):
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
             sequences = torch.cat([sequences, sep], dim=1)
-        return self.encode(sequences, weights)[:, -1]
+        hidden = self.encode(sequences, weights)
+        if self.config.user_repr == "mean":
+            # A causal TCN's last state sees only its receptive field; the mean sees the whole sequence.
+            keep = (sequences != 0).unsqueeze(-1).to(hidden.dtype)
+            return (hidden * keep).sum(dim=1) / keep.sum(dim=1)
+        return hidden[:, -1]
 
     def zero_reserved_grads(self) -> None:
         """The separator's embedding never trains (SPEC section 2): clear its gradient row."""

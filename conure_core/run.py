@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {event['task']:<11} {event['stage']:<8} best epoch {event['best_epoch']:>2}/{event['epochs_run']:<2} "
                   f"valid {event['metric']} {event['valid']:.4f} loss {event.get('valid_loss', float('nan')):.4f}"
                   f"{' (kept by loss)' if event.get('select') == 'loss' else ''}  ({event['seconds']:.1f}s)", flush=True)
+        elif event["event"] == "prune_choice":
+            curve = ", ".join(f"{c['ratio']:.2f}:{c['valid']:.4f}" for c in event["curve"])
+            print(f"  {event['task']:<11} auto     ratio {event['ratio']:.2f} (Conure- valid {event['reference']:.4f}, "
+                  f"epsilon {event['epsilon']:.0%}; ratio:valid {curve})", flush=True)
         elif event["event"] == "prune":
             print(f"  {event['task']:<11} prune    ratio {event['ratio']:.2f} -> free {event['free']:.3f}", flush=True)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,7 +38,8 @@ class TaskManifest(BaseModel):
     min_labels: int | None = Field(default=None, ge=1)  # class default 2, item default 1
     max_labels: int | None = Field(default=None, ge=1)  # class default 1,000, item default 10,000,000
     split_seed: int = Field(default=0, ge=0)
-    prune_ratio: float | None = Field(default=None, gt=0, lt=1)
+    # a share of the free weights to release, or "auto": the largest ratio that keeps validation (TrainConfig.prune_auto)
+    prune_ratio: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] | None = None
     metric: str | None = None
     epochs: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0)

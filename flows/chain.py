@@ -181,11 +181,14 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
     """The stages of one task at position ``pos`` on top of state ``parent``."""
     track = fr.track(pos + 1, head.strategy)
     stage_digests = {}
+    ratio = adapters.train_config(head.config, pos, ref).prune_ratio
     for stage in steps.STAGES:
         out = fr.stats.call(steps.STAGE_TASKS[stage], lineage=head.lineage, index=pos, ref=ref, parent=parent,
                             preset=head.config, track=track)
         parent = stage_digests[stage] = out["state"]
         free = out["free_capacity"]
+        if stage == "prune":
+            ratio = out["result"].get("ratio", ratio)  # the ratio chosen on validation under prune_ratio: auto
     refs = [ref_of(t) for t in prior] + [ref]
     ev = fr.stats.call(steps.evaluate, lineage=head.lineage, state=parent, refs=refs, track=track)
     metrics = [ev["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
@@ -196,7 +199,7 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
     manifest = ref.get("manifest") or {}
     task = LearnedTask(name=ref["name"], kind=ref["kind"], metric=metrics[-1], prepared_digest=ref["digest"],
                        prepared_path=ref["path"], source=ref.get("source", ""),
-                       prune_ratio=adapters.train_config(head.config, pos, ref).prune_ratio,
+                       prune_ratio=ratio,
                        stages=stage_digests, state_digest=parent, free_capacity=ev["free_capacity"] or free,
                        rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
                        manifest=manifest)

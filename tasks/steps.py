@@ -134,8 +134,13 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
         if stage == "train":
             result = model.train(data, cfg, progress=on_event).to_dict()
         elif stage == "prune":
-            kept = model.prune(ref["name"], cfg.prune_ratio, progress=on_event)
-            result = {"kept": int(sum(kept.values())), "ratio": cfg.prune_ratio}
+            ratio, curve = model.choose_prune_ratio(data, cfg, on_event) if cfg.prune_auto else (cfg.prune_ratio, [])
+            kept = model.prune(ref["name"], ratio, progress=on_event)
+            result = {"kept": int(sum(kept.values())), "ratio": ratio, "auto": cfg.prune_auto, "curve": curve}
+            tracker.log_metrics(run, {"prune_ratio": ratio}, step=track["step"])
+            for point in curve:  # the validation curve the ratio was chosen on, one MLflow step per ratio
+                tracker.log_metrics(run, {"prune_curve/valid": point["valid"], "prune_curve/free": point["free"]},
+                                    step=int(round(point["ratio"] * 100)))
         else:
             result = model.retrain(data, cfg, progress=on_event).to_dict()
         compute = time.perf_counter() - started

@@ -35,8 +35,7 @@ class ConureStrategy:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             cfg = self._config(pending)
-            self.lineage.prune(pending.name, cfg.prune_ratio, self.progress)
-            self.lineage.retrain(pending, cfg, self.progress)
+            self.lineage.settle(pending, cfg, progress=self.progress)
         cfg = self._config(task)
         self.lineage.learn(task, cfg, prune=not self.leave_last_unpruned, progress=self.progress)
         if self.leave_last_unpruned:

@@ -41,8 +41,7 @@ class ConureMinus(ConureStrategy):
             return
         pending, self._pending = self._pending, None
         cfg = self._config(pending)
-        self.lineage.prune(pending.name, cfg.prune_ratio, self.progress)
-        self.lineage.retrain(pending, cfg, self.progress)
+        self.lineage.settle(pending, cfg, progress=self.progress)
         self.settled_rows.append([self.lineage.evaluate(t)[METRIC_OF_KIND[t.kind]] for t in self.seen])
 
     def learn(self, task: TaskData) -> None:

@@ -70,3 +70,49 @@ def test_policies_choose_the_trained_parameters(tasks):
     # T1's head trains in its first stage only (SPEC section 3).
     assert not any(g["params"][0] is model.heads["clicks"].weight
                    for g in lineage.policy.param_groups(model, info1, "retrain", cfg_for(0)))
+
+
+def test_mean_user_representation_pools_real_positions_and_the_separator(tasks):
+    model = TaskModel(ModelConfig(**{**MODEL, "user_repr": "mean"}), tasks[0].num_items)
+    seqs = torch.tensor([[0, 0, 3, 5], [1, 2, 3, 4]])
+    sep = torch.full((2, 1), tasks[0].num_items + 1)
+    hidden = model.encode(torch.cat([seqs, sep], dim=1))
+    expected = torch.stack([hidden[0, 2:].mean(0), hidden[1].mean(0)])  # padding left out
+    assert torch.allclose(model.user_vectors(seqs), expected, atol=1e-6)
+
+
+def test_auto_prune_ratio_is_the_largest_that_keeps_validation(tasks):
+    import dataclasses
+
+    t1, t2, _ = tasks
+    lineage = Lineage.new(ModelConfig(**MODEL), t1.num_items)
+    lineage.learn(t1, cfg_for(0))
+    cfg = dataclasses.replace(cfg_for(1), prune_auto=True, prune_grid=[0.3, 0.6, 0.9], prune_epsilon=0.05)
+    lineage.train(t2, cfg)
+    ratio, curve = lineage.choose_prune_ratio(t2, cfg)
+    assert [c["ratio"] for c in curve] == [0.3, 0.6, 0.9] and lineage.phase() is Phase.TRAINED  # trials on copies
+    floor = curve[0]["reference"] * (1 - cfg.prune_epsilon)
+    passing = [c["ratio"] for c in curve if c["valid"] >= floor]
+    assert ratio == (max(passing) if passing else cfg.prune_ratio)
+    assert curve[0]["free"] < curve[1]["free"] < curve[2]["free"]  # a higher ratio frees more
+    settled = lineage.settle(t2, cfg)  # chooses again: the same ratio, and the same retrain as its trial
+    assert lineage.info("liked").prune_ratio == ratio
+    if ratio in (0.3, 0.6, 0.9):
+        assert settled.best_valid == next(c["valid"] for c in curve if c["ratio"] == ratio)
+    # Everything within epsilon = 1.0 (any metric >= 0 passes): the largest ratio of the grid.
+    loose = dataclasses.replace(cfg, prune_epsilon=0.999)
+    other = Lineage.new(ModelConfig(**MODEL), t1.num_items)
+    other.learn(t1, cfg_for(0))
+    other.train(t2, loose)
+    assert other.choose_prune_ratio(t2, loose)[0] == 0.9
+
+
+def test_manifest_and_preset_auto_prune_ratio():
+    from conure_core.config import Preset, get_preset, manifest_overrides
+
+    assert manifest_overrides({"prune_ratio": "auto", "l2": 0.1}) == {"prune_auto": True, "head_l2": 0.1}
+    preset = get_preset("quick").to_dict()
+    preset["prune_ratios"] = [0.7, "auto"]
+    p = Preset.from_dict(preset)
+    assert not p.train_config(0).prune_auto and p.train_config(0).prune_ratio == 0.7
+    assert p.train_config(3, kind="class").prune_auto
