@@ -20,6 +20,11 @@ NAMES = {"dnn": "DNN", "sinmo": "SinMo", "sinmoall": "SinMoAll", "finesmax": "Fi
 ROW_ORDER = ["dnn", "sinmo", "sinmoall", "finesmax", "fineall", "peterrec", "mtl", "conure-", "conure"]
 
 
+
+def table_head(title: str, intro: str, columns: list[str]) -> list[str]:
+    """A section's Markdown lines up to its table's separator row."""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -266,11 +271,11 @@ def render(results: dict, docs: Path) -> tuple[str, dict]:
                     md.append(f"- Conure- vs FineAll on T3, paired: {fmt_paired(p)}.")
         md.append("")
     if seeds and "table3" in seeds[0]:
-        md += ["## Table 3: T3 (loved) with and without T2 (liked) learned first", "",
-               "Conure- (as the paper's table) and Conure, on the standard 80/5/15 split and on a 20/5/75 "
-               "split (a quarter of the train rows kept for training, the rest added to test).", "",
-               "| Split | Conure-_noT2 | Conure- (T2 first) | Conure_noT2 | Conure (T2 first) | paper noT2 / with T2 |",
-               "|---|---|---|---|---|---|"]
+        md += table_head("Table 3: T3 (loved) with and without T2 (liked) learned first",
+                         "Conure- (as the paper's table) and Conure, on the standard 80/5/15 split and on a 20/5/75 "
+                         "split (a quarter of the train rows kept for training, the rest added to test).",
+                         ["Split", "Conure-_noT2", "Conure- (T2 first)", "Conure_noT2", "Conure (T2 first)",
+                          "paper noT2 / with T2"])
         for label, paper in (("standard", PAPER_T3["ML"]), ("20/80", PAPER_T3["ML20%"])):
             nm = [res["table3"][label]["no_t2"]["conure-"] for res in seeds]
             wm = [res["table3"][label]["with_t2"]["conure-"] for res in seeds]
@@ -282,11 +287,11 @@ def render(results: dict, docs: Path) -> tuple[str, dict]:
             md.append(f"|  | paired (Conure- with T2 - without): {fmt_paired(p)} | | | | |")
         md.append("")
     if seeds and "table4" in seeds[0]:
-        md += ["## Table 4: task orders (T2 liked, T3 loved, T6 occupation after T1)", "",
-               "Order1 = T1,T2,T3,T6; Order2 = T1,T2,T6,T3; Order3 = T1,T6,T2,T3. Left: Conure-, right: Conure. "
-               "The paper has this table on TTL only (its orders change KC, KT and Life by at most 0.003).", "",
-               "| Order | liked (C-) | loved (C-) | occupation (C-) | liked (C) | loved (C) | occupation (C) |",
-               "|---|---|---|---|---|---|---|"]
+        md += table_head("Table 4: task orders (T2 liked, T3 loved, T6 occupation after T1)",
+                         "Order1 = T1,T2,T3,T6; Order2 = T1,T2,T6,T3; Order3 = T1,T6,T2,T3. Left: Conure-, right: "
+                         "Conure. The paper has this table on TTL only (its orders change KC, KT and Life by at most "
+                         "0.003).", ["Order", "liked (C-)", "loved (C-)", "occupation (C-)", "liked (C)", "loved (C)",
+                                     "occupation (C)"])
         for order in ("order1", "order2", "order3"):
             cells = [fmt([res["table4"][order][t][v] for res in seeds]) for v in ("conure-", "conure")
                      for t in ("liked", "loved", "occupation")]
@@ -315,10 +320,10 @@ def render(results: dict, docs: Path) -> tuple[str, dict]:
                    "for every ratio (T1 has ~143 test users, so ±0.002 is within noise).", "",
                    f"![{title}](figures/{png})", ""]
     if seeds and "table5" in seeds[0]:
-        md += ["## Table 5: embedding pruned and retrained too (T1-T3)", "",
-               "The learner's pruning takes one ratio per task for every tensor, so the embedding is pruned at the "
-               "same ratio as the convolutions (the paper used 30/80/80% for the embedding).", "",
-               "| Model | T1 | T2 | T3 | paper ML |", "|---|---|---|---|---|"]
+        md += table_head("Table 5: embedding pruned and retrained too (T1-T3)",
+                         "The learner's pruning takes one ratio per task for every tensor, so the embedding is pruned "
+                         "at the same ratio as the convolutions (the paper used 30/80/80% for the embedding).",
+                         ["Model", "T1", "T2", "T3", "paper ML"])
         for v in ("conure-", "conure"):
             md.append(f"| {NAMES[v]} | " + " | ".join(fmt([res['table5'][v][j] for res in seeds]) for j in range(3))
                       + " | " + "/".join(f"{x:.4f}" for x in PAPER_T5[v]) + " |")
