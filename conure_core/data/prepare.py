@@ -254,9 +254,10 @@ def prepare_task_dir(task_dir: Path, out_root: Path, t1_dir: Path | None = None)
     (and so gives one-sentence errors and quarantine reports for bad input)."""
     import yaml
 
+    from .tables import checked_file, find_table, read_table
+
     task_dir = Path(task_dir)
-    manifest = yaml.safe_load((task_dir / "task.yaml").read_text(encoding="utf-8")) or {}
-    from .tables import find_table, read_table
+    manifest = yaml.safe_load(checked_file(task_dir, task_dir / "task.yaml").read_text(encoding="utf-8")) or {}
 
     path = find_table(task_dir)
     table = read_table(path)
