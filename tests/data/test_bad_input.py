@@ -283,3 +283,9 @@ def test_a_folder_named_like_a_table_is_not_a_table(tmp_path, t1_ref):
     f = make_task(tmp_path, "d", "class")
     (f / "data.csv").mkdir()
     _fails(f, tmp_path / "o", t1_ref, needles=["found no table", "add one"])
+
+
+def test_list_sequence_table_without_user_column(tmp_path):
+    t = pa.table({"user": [1, 2], "items": [[1, 2, 3], [2, 3, 4]]})
+    _fails(make_task(tmp_path, "nu", "sequence", t), tmp_path / "o",
+           needles=["missing column 'user_id' (found ['user', 'items'])", "set 'columns' in task.yaml"])

@@ -1,0 +1,41 @@
+"""Exit codes of the ``conure`` command, and the one function that maps an error to its code.
+
+A scheduler tells apart what to do from the code alone: fix the data (3), fix the request or wait
+(4), report a bug (1). Errors are recognised by class name (here and in ``describe``) so the CLI
+imports none of the heavy packages that define them; when every error derives from one base class,
+``exit_code`` becomes an ``isinstance`` test.
+"""
+from __future__ import annotations
+
+OK = 0
+INTERNAL = 1  # unexpected error (a bug, a crash): re-run with --debug for the traceback
+USAGE = 2  # wrong command line (typer/click's own code)
+BAD_INPUT = 3  # a task folder broke its data contract (validation failed, unreadable table, ...)
+REFUSED = 4  # the request cannot be done as asked: unknown lineage, lineage busy, no capacity, bad preset
+INTERRUPTED = 130  # Ctrl-C
+
+HELP = ("Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad input (a task folder broke its contract), "
+        "4 refused (unknown lineage, lineage busy, no free capacity, bad preset), 130 interrupted.")
+
+BAD_INPUT_ERRORS = frozenset({"ContractError", "DataError"})
+REFUSED_ERRORS = frozenset({"PipelineError", "ConfigError", "CheckpointError", "LineageError", "CapacityError",
+                            "StrategyError", "ReportError"})
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def is_own(exc: BaseException) -> bool:
+    """One of Conure's errors, whose message is already one sentence for a person."""
+    return bool(_names(exc) & (BAD_INPUT_ERRORS | REFUSED_ERRORS))
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error that reached the top of the command."""
+    names = _names(exc)
+    if names & BAD_INPUT_ERRORS:
+        return BAD_INPUT
+    if names & REFUSED_ERRORS:
+        return REFUSED
+    return INTERNAL
