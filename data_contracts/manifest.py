@@ -13,9 +13,6 @@ from conure_core.data.tables import checked_file
 from .errors import ContractError
 
 MANIFEST = "task.yaml"
-# Completion marker of a landed folder: the producer writes it last, after the table is complete
-# (the landing watch learns nothing of a folder before it). Not part of the folder's data digest.
-MARKER = "_SUCCESS"
 
 
 class Columns(BaseModel):

@@ -28,7 +28,7 @@ def folder_digest(task_dir: Path) -> str:
     import os
     import stat
 
-    from data_contracts.manifest import MARKER
+    from data_contracts.landing import MARKER
 
     task_dir = Path(task_dir)
     entries = []
