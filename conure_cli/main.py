@@ -1,7 +1,7 @@
 """The ``conure`` command: run, learn, validate, backfill, report, predict, ui, serve.
 
-Every error is one line (what went wrong and where to look) with exit code 1; ``--debug`` shows the
-traceback. Results go to stdout (``--json`` for machines); progress and messages go to stderr.
+Every error is one line (what went wrong and where to look) with the exit code of its kind
+(``conure_cli.exits``: 3 bad input, 4 refused, 1 internal error); ``--debug`` shows the traceback. Results go to stdout (``--json`` for machines); progress and messages go to stderr.
 """
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from typing import List, Optional
 
 import typer
 
+from conure_cli import exits
 from conure_cli.display import StageBars, console, error, print_report
-from conure_core.errors import ConureError
 
 _STATE = {"debug": os.environ.get("CONURE_DEBUG") == "1"}
 
 
 class _App(typer.Typer):
-    """Typer app that turns any exception into one line on stderr and exit code 1."""
+    """Typer app that turns any exception into one line on stderr and the exit code of its kind."""
 
     def __call__(self, *args, **kwargs):
         try:
@@ -30,18 +30,18 @@ class _App(typer.Typer):
             raise
         except KeyboardInterrupt:
             error("interrupted; a re-run resumes at the step that was running.")
-            sys.exit(130)
+            sys.exit(exits.INTERRUPTED)
         except BaseException as exc:  # noqa: BLE001 - the top of the program: report, never a traceback
             if _STATE["debug"]:
                 traceback.print_exc()
             error(describe(exc))
-            sys.exit(1)
+            sys.exit(exits.exit_code(exc))
 
 
 def describe(exc: BaseException) -> str:
     """One sentence for an exception: our own errors carry theirs; others get where to look."""
     msg = " ".join(str(exc).split()) or exc.__class__.__name__
-    if isinstance(exc, ConureError):
+    if exits.is_own(exc):
         return msg
     home = os.environ.get("CONURE_HOME", ".conure")
     return (f"unexpected {type(exc).__name__}: {msg[:300]}; re-run with --debug for the traceback "
@@ -50,7 +50,7 @@ def describe(exc: BaseException) -> str:
 
 app = _App(name="conure", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
            help="Conure: continual user-representation learning as a Prefect + MLflow pipeline. "
-                "Run files live under $CONURE_HOME (default ./.conure).")
+                "Run files live under $CONURE_HOME (default ./.conure). " + exits.HELP)
 
 
 @app.callback()
@@ -137,27 +137,41 @@ def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + da
 @app.command()
 def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
              lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
-                                                   help="Check users against this lineage's T1 (item/class tasks)."),
-             floor: float = typer.Option(0.5, help="Least share of the task's users known to T1.")) -> None:
-    """Check a task folder against its data contract (Great Expectations) without learning it."""
+                                                   help="Also check the join to this lineage's T1 (item/class "
+                                                        "tasks: share of users known to T1, users to quarantine); "
+                                                        "without it the output says that check was not done."),
+             floor: float = typer.Option(0.5, help="Least share of the task's users known to T1."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object: ok, name, kind, file, rows, "
+                                                                "users, unknown_users, failures, unchecked, lineage.")
+             ) -> None:
+    """Check a task folder against its data contract (Great Expectations) without learning it; nothing is
+    written. Exit code 0 when it passes, 3 when it does not (4 for an unknown --lineage)."""
     import tasks  # noqa: F401
+    from data_contracts.errors import ContractError
     from data_contracts.ingest import validate_task_dir
     from tasks.adapters import abs_path
+    from tasks.errors import PipelineError
     from tasks.settings import Layout
     from tasks.store import LineageStore
 
     if not Path(task_dir).is_dir():
-        from tasks.errors import PipelineError
-
-        raise PipelineError(f"task folder {task_dir} does not exist; pass a folder holding task.yaml and a table.")
+        raise ContractError(f"task folder {task_dir} does not exist; pass a folder holding task.yaml and a table.",
+                            file=str(task_dir))
     t1 = None
     if lineage:
         head = LineageStore().require_head(lineage)
-        t1 = abs_path(Layout().root, head.tasks[0].prepared_path) if head.tasks else None
+        if not head.tasks:
+            raise PipelineError(f"lineage '{lineage}' has no T1 yet; learn its sequence task first, "
+                                f"or validate without --lineage.")
+        t1 = abs_path(Layout().root, head.tasks[0].prepared_path)
     summary = validate_task_dir(task_dir, t1=t1, known_user_floor=floor)
-    print(str(summary))
+    summary.unchecked = [f"{u}; pass --lineage NAME to check it" for u in summary.unchecked]
+    if as_json:
+        print(json.dumps({**summary.model_dump(mode="json"), "lineage": lineage}))
+    else:
+        print(str(summary))
     if not summary.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(exits.BAD_INPUT)
 
 
 @app.command()

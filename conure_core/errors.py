@@ -8,4 +8,10 @@ from __future__ import annotations
 
 
 class ConureError(Exception):
-    """A failure Conure anticipated; ``str(exc)`` is meant for the person running it."""
+    """A failure Conure anticipated; ``str(exc)`` is meant for the person running it.
+
+    ``bad_input``: the input data broke its contract (fix the data), as opposed to a request that
+    cannot be done as asked (fix the request, or wait); the CLI's exit codes tell them apart.
+    """
+
+    bad_input = False

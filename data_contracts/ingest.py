@@ -59,12 +59,14 @@ class ValidationSummary(BaseModel):
     users: int = 0
     unknown_users: int = 0
     failures: list[str] = []
+    unchecked: list[str] = []  # checks that could not run (no T1 given: the join to T1)
 
     def summary(self) -> str:
         head = f"{self.name or self.task_dir} ({self.kind or '?'}, {self.file or 'no table'}): "
         if self.ok:
             extra = f", {self.unknown_users} users unknown to T1 (would be quarantined)" if self.unknown_users else ""
-            return head + f"OK, {self.rows:,} rows, {self.users:,} users{extra}."
+            skipped = "".join(f"\n  not checked: {u}" for u in self.unchecked)
+            return head + f"OK, {self.rows:,} rows, {self.users:,} users{extra}.{skipped}"
         return head + f"FAILED ({len(self.failures)} problem{'s' * (len(self.failures) != 1)})\n" + \
             "\n".join(f"  - {f}" for f in self.failures)
 
@@ -156,7 +158,7 @@ def _timed_validate(frame, suite, clock: dict):
 def validate_task_dir(task_dir: Path, t1=None, *, known_user_floor: float = 0.5) -> ValidationSummary:
     """Validate a task folder without writing anything; bad input gives ``ok=False`` and messages.
 
-    Without ``t1`` an item/class table is checked on its own (all but the known-user share).
+    Without ``t1`` an item/class table is checked on its own, and ``unchecked`` names the join to T1.
     """
     task_dir = Path(task_dir)
     try:
@@ -165,11 +167,14 @@ def validate_task_dir(task_dir: Path, t1=None, *, known_user_floor: float = 0.5)
         return ValidationSummary(ok=False, task_dir=task_dir, failures=[str(exc)])
     rel = c.file.name
     unknown = 0
+    unchecked = [] if c.manifest.kind == "sequence" or t1 is not None else [
+        f"the join to T1 (share of users known to T1 >= {known_user_floor:g}, unknown users to quarantine): "
+        f"no T1 was given"]
     if c.rows is not None and (c.rows < 0).any():
         unknown = pc.count_distinct(c.users.filter(pa.array(c.rows < 0))).as_py()
     return ValidationSummary(ok=not c.failures, task_dir=task_dir, name=c.manifest.name, kind=c.manifest.kind,
                              file=rel, rows=len(c.frame), users=int(c.frame["user_id"].nunique()),
-                             unknown_users=unknown,
+                             unknown_users=unknown, unchecked=unchecked,
                              failures=[suites.describe(f, str(c.file)) for f in c.failures])
 
 

@@ -8,6 +8,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from conure_core.config import manifest_overrides
+from conure_core.data.errors import DataError
+from conure_core.data.tables import checked_file
 
 from .errors import ContractError
 
@@ -68,6 +70,10 @@ class TaskManifest(BaseModel):
 def load_manifest(task_dir: Path) -> TaskManifest:
     """Read and check ``task_dir/task.yaml``; any problem raises ContractError."""
     path = Path(task_dir) / MANIFEST
+    try:
+        checked_file(task_dir, path)  # a link out of the folder is refused before it is read
+    except DataError as exc:
+        raise ContractError.from_data_error(exc) from None
     if not path.is_file():
         raise ContractError(f"{path}: no manifest; add a task.yaml with at least 'name' and 'kind'.", file=str(path))
     try:

@@ -16,14 +16,38 @@ STATE_FILE = "state.safetensors"
 
 
 def folder_digest(task_dir: Path) -> str:
-    """Digest of a task folder's visible files (names + bytes): the cache key of its ingestion."""
-    from conure_core.atomic import sha256_file
+    """Digest of a task folder's visible files (names + bytes): the cache key of its ingestion.
 
+    The landing marker is left out (same data, same digest, landed or not); a symbolic link counts
+    by its name and target text, never by what it points to, so nothing outside the folder is read
+    (the data layer refuses linked tables and manifests with its own message).
+    """
+    import os
+    import stat
+
+    from conure_core.atomic import sha256_file
+    from data_contracts.landing import MARKER
+
+    task_dir = Path(task_dir)
+    entries = []
+    for root, dirs, names in os.walk(task_dir):  # followlinks=False: linked folders are not entered
+        rel_root = Path(root).relative_to(task_dir)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names + [d for d in dirs if (Path(root) / d).is_symlink()]:
+            rel = rel_root / name
+            if name.startswith(".") or rel == Path(MARKER):
+                continue
+            entries.append(rel)
     h = hashlib.sha256()
-    files = sorted(p for p in Path(task_dir).rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(task_dir).parts))
-    for path in files:
-        h.update(str(path.relative_to(task_dir)).encode() + b"\0")
+    for rel in sorted(entries):
+        path = task_dir / rel
+        h.update(str(rel).encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"symlink:" + os.readlink(path).encode())
+            continue
+        if not stat.S_ISREG(path.lstat().st_mode):  # a FIFO or device: never opened (it could block)
+            h.update(b"special")
+            continue
         sha256_file(path, into=h)
     return h.hexdigest()[:32]
 

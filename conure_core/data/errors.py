@@ -10,6 +10,8 @@ class DataError(ConureError, ValueError):
     ``data_contracts.errors.ContractError`` subclasses this, so catching ``DataError`` catches both.
     """
 
+    bad_input = True
+
     def __init__(self, message: str, *, file: str | None = None, column: str | None = None,
                  expectation: str | None = None, examples: list | None = None):
         super().__init__(message)

@@ -59,15 +59,15 @@ def resolve_columns(columns: dict | None) -> dict:
 
 def sequence_layout(table: pa.Table, columns: dict, file: str) -> str:
     """'long' or 'list', from the columns present; a table with neither raises DataError."""
-    if columns["items"] in table.column_names:
-        return "list"
-    missing = [columns[r] for r in ("user_id", "item_id") if columns[r] not in table.column_names]
+    layout = "list" if columns["items"] in table.column_names else "long"
+    roles = ("user_id",) if layout == "list" else ("user_id", "item_id")
+    missing = [columns[r] for r in roles if columns[r] not in table.column_names]
     if missing:
         raise DataError(f"{file}: missing column '{missing[0]}' (found {table.column_names}); a sequence "
                         f"table needs {columns['user_id']}, {columns['item_id']}[, {columns['timestamp']}] "
                         f"or {columns['user_id']}, {columns['items']}: rename the column or set "
                         f"'columns' in task.yaml.", file=file, column=missing[0], expectation="column_exists")
-    return "long"
+    return layout
 
 
 def require_columns(table: pa.Table, names: list[str], file: str) -> None:
@@ -234,9 +234,10 @@ def prepare_task_dir(task_dir: Path, out_root: Path, t1_dir: Path | None = None)
     (and so gives one-sentence errors and quarantine reports for bad input)."""
     import yaml
 
+    from .tables import checked_file, find_table, read_table
+
     task_dir = Path(task_dir)
-    manifest = yaml.safe_load((task_dir / "task.yaml").read_text(encoding="utf-8")) or {}
-    from .tables import find_table, read_table
+    manifest = yaml.safe_load(checked_file(task_dir, task_dir / "task.yaml").read_text(encoding="utf-8")) or {}
 
     path = find_table(task_dir)
     table = read_table(path)

@@ -1,6 +1,7 @@
 """Reading one task table (CSV or Parquet) into Arrow, with one-sentence errors for bad files."""
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,22 +10,43 @@ import pyarrow.parquet as pq
 
 from .errors import DataError
 
-TABLE_NAMES = ("data.parquet", "data.csv", "data.csv.gz")
-SUFFIXES = (".parquet", ".csv", ".gz")
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def checked_file(task_dir: Path, path: Path) -> Path:
+    """``path`` if it is a regular file directly inside ``task_dir``; else DataError, without opening it.
+
+    Only the directory entry is inspected (lstat), so a symbolic link is refused before anything it
+    points to is read or shown: a task folder is the unit of input, nothing outside it is read.
+    """
+    task_dir, path = Path(task_dir), Path(path)
+    if path.is_symlink():
+        raise DataError(f"{path}: is a symbolic link; a task folder must hold its files themselves: "
+                        f"copy the file into the folder instead of linking it.", file=str(path))
+    inside = path.resolve().parent == task_dir.resolve()
+    if not inside:
+        raise DataError(f"{path}: resolves outside its task folder {task_dir}; put the file itself in the folder.",
+                        file=str(path))
+    if path.exists() and not stat.S_ISREG(path.lstat().st_mode):
+        raise DataError(f"{path}: is not a regular file; put the table itself (a file) in the task folder.",
+                        file=str(path))
+    return path
 
 
 def find_table(task_dir: Path) -> Path:
-    """The one table file of a task folder (``data.parquet`` / ``data.csv`` preferred)."""
+    """The one table file of a task folder (a regular file inside it; not opened here).
+
+    Two tables (say data.csv and data.parquet) are refused rather than one of them picked silently.
+    """
     task_dir = Path(task_dir)
-    for name in TABLE_NAMES:
-        if (task_dir / name).is_file():
-            return task_dir / name
-    found = sorted(p for p in task_dir.iterdir() if p.is_file() and p.name.endswith((".parquet", ".csv", ".csv.gz")))
+    found = sorted(p for p in task_dir.iterdir() if p.name.endswith(TABLE_SUFFIXES) and not p.name.startswith(".")
+                   and (p.is_symlink() or not p.is_dir()))
     if len(found) != 1:
         what = "no table" if not found else f"{len(found)} tables ({', '.join(p.name for p in found)})"
-        raise DataError(f"{task_dir}: found {what}; put exactly one data.parquet or data.csv next to task.yaml.",
-                        file=str(task_dir))
-    return found[0]
+        fix = "remove all but one of them" if found else "add one"
+        raise DataError(f"{task_dir}: found {what}; a task folder holds exactly one table "
+                        f"(data.parquet or data.csv) next to task.yaml: {fix}.", file=str(task_dir))
+    return checked_file(task_dir, found[0])
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -198,3 +198,94 @@ def test_sequence_task_with_a_t1(tmp_path, t1_ref):
 def test_t1_that_is_not_prepared(tmp_path):
     f = make_task(tmp_path, "x", "class", csv=b"user_id,label\n1,a\n2,b\n")
     _fails(f, tmp_path / "out", tmp_path / "nowhere", needles=["not a prepared T1 folder", "ingest the sequence task"])
+
+
+# --- paths that leave the task folder, two tables ---------------------------------------------
+SECRET = "secret-line,do-not-print,3\n"
+
+
+def _outside(tmp_path):
+    """A file outside any task folder whose contents must never be read or shown."""
+    target = tmp_path / "elsewhere" / "private.csv"
+    target.parent.mkdir()
+    target.write_text("user_id,label\n1,2\n" + SECRET)  # ragged: a reader would quote the line
+    return target
+
+
+@pytest.mark.parametrize("link", ["data.csv", "task.yaml"])
+def test_symlink_out_of_the_folder_is_refused_unread(tmp_path, t1_ref, link):
+    f = make_task(tmp_path, "s", "class", csv=b"user_id,label\n1,a\n2,b\n")
+    (f / link).unlink()
+    (f / link).symlink_to(_outside(tmp_path))
+    e = _fails(f, tmp_path / "o", t1_ref, needles=[str(f / link), "is a symbolic link", "copy the file into"])
+    assert "secret" not in str(e) and "do-not-print" not in str(validate_task_dir(f, t1_ref))
+
+
+def test_symlink_inside_the_folder_is_refused_too(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "i", "class", csv=f"user_id,label\n{known[0]},a\n{known[1]},b\n".encode())
+    (f / "data.csv").rename(f / "export.txt")
+    (f / "data.csv").symlink_to("export.txt")
+    _fails(f, tmp_path / "o", t1_ref, needles=["data.csv: is a symbolic link"])
+
+
+def _trap(path):
+    """A FIFO whose writer records whether anything opened it for reading (open = read attempt)."""
+    import os
+    import threading
+
+    os.mkfifo(path)
+    opened = threading.Event()
+
+    def writer():
+        with open(path, "w") as fh:  # blocks until a reader opens the FIFO
+            opened.set()
+            fh.write(SECRET)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    return opened, thread
+
+
+def _release(path, thread):
+    import os
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer finish
+    thread.join(5)
+    os.close(fd)
+
+
+def test_nothing_outside_the_folder_is_opened(tmp_path, t1_ref):
+    from tasks.adapters import folder_digest
+
+    target = tmp_path / "fifo.csv"
+    opened, thread = _trap(target)
+    f = make_task(tmp_path, "t", "class", csv=b"user_id,label\n1,a\n")
+    (f / "data.csv").unlink()
+    (f / "data.csv").symlink_to(target)
+    try:
+        _fails(f, tmp_path / "o", t1_ref, needles=["data.csv: is a symbolic link"])
+        folder_digest(f)  # the pipeline's cache key is computed before ingestion: it must not read it either
+        assert not opened.is_set()
+    finally:
+        _release(target, thread)
+    assert opened.is_set()  # the trap works: opening it is noticed
+
+
+def test_two_tables_are_refused(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "two", "class", pa.table({"user_id": known[:4], "label": [1, 2, 1, 2]}),
+                  csv=f"user_id,label\n{known[0]},1\n".encode())
+    e = _fails(f, tmp_path / "o", t1_ref, needles=["found 2 tables (data.csv, data.parquet)", "exactly one table",
+                                                    "remove all but one"])
+    assert e.file == str(f)
+
+
+def test_a_folder_named_like_a_table_is_not_a_table(tmp_path, t1_ref):
+    f = make_task(tmp_path, "d", "class")
+    (f / "data.csv").mkdir()
+    _fails(f, tmp_path / "o", t1_ref, needles=["found no table", "add one"])
+
+
+def test_list_sequence_table_without_user_column(tmp_path):
+    t = pa.table({"user": [1, 2], "items": [[1, 2, 3], [2, 3, 4]]})
+    _fails(make_task(tmp_path, "nu", "sequence", t), tmp_path / "o",
+           needles=["missing column 'user_id' (found ['user', 'items'])", "set 'columns' in task.yaml"])

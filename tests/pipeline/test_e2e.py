@@ -148,8 +148,9 @@ def test_landing_watch_learns_each_folder_once(learned, task_dirs, preset_file, 
     from flows.landing import watch_landing
 
     landing = tmp_path / "landing"
-    for d in reversed(task_dirs):  # arrival order does not matter: T1 goes first
+    for d in task_dirs[1:] + task_dirs[:1]:  # T1 lands last, yet goes first; then by arrival (marker time)
         shutil.copytree(d, landing / d.name)
+        (landing / d.name / "_SUCCESS").touch()  # the producer's completion marker, written last
     first = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
     assert [x["task"] for x in first["learned"]] == list(TASKS) and not first["failed"]
     second = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
