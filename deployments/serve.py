@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks.errors import PipelineError
 from tasks.settings import Layout
 
@@ -31,6 +31,7 @@ def build_deployments(landing: str | None = None, lineage: str = "default", inte
 
     return [
         watch_landing.to_deployment(name="landing-watch", interval=interval, tags=["conure", "schedule"],
+                                    concurrency_limit=1,  # a slow sweep never overlaps the next one
                                     parameters={"landing": landing, "lineage": lineage, "preset": preset},
                                     description="Learn each new task folder of the landing folder once."),
         run_default.to_deployment(name="run-default", tags=["conure"], parameters={"lineage": lineage},

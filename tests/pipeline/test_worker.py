@@ -1,0 +1,106 @@
+"""A real Prefect process worker runs the `learn-task-process` deployment of deployments/prefect.yaml
+on the home the session's run already filled: every step is a cache hit, and the state is the same.
+
+The session's `learned` fixture runs the same flow `conure learn` runs, in this process. The worker
+gets a clean environment: no Prefect result setting at all (and its own PREFECT_HOME), so sharing
+the cache can only come from the settings declared on the tasks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.pipeline.conftest import HOME
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict | list:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"},
+                                 method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CONURE_"))}
+    clean["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{clean.get('PATH', '')}"
+    server_env = dict(clean, PREFECT_HOME=str(tmp_path / "server"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                      PREFECT_UI_ENABLED="false")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=server_env, stdout=open(tmp_path / "server.log", "wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    env = dict(clean, PREFECT_API_URL=url, PREFECT_HOME=str(tmp_path / "worker-home"), CONURE_HOME=str(HOME),
+               CONURE_REPO=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{HOME / 'mlflow.db'}")
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            assert time.time() < deadline, "prefect server start did not answer /health within 180 s"
+            try:
+                _api(url, "/health")
+                break
+            except OSError:
+                time.sleep(0.5)
+        _api(url, "/work_pools/", {"name": "conure-process", "type": "process"})
+        deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                                   "deployments/prefect.yaml", "--name", "learn-task-process"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        deployment = _api(url, "/deployments/name/learn-task/learn-task-process")
+        assert deployment["job_variables"]["env"]["CONURE_HOME"] == str(HOME)  # resolved at deploy time
+        gender = str(task_dirs[-1])
+        run = _api(url, f"/deployments/{deployment['id']}/create_flow_run",
+                   {"parameters": {"task_dir": gender, "lineage": "e2e"}})
+        worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "conure-process",
+                                 "--type", "process", "--run-once", "--limit", "1"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        flow_run = _api(url, f"/flow_runs/{run['id']}")
+        assert flow_run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+        assert flow_run["name"] == "e2e <- gender"
+        task_runs = _api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+        names = sorted(t["name"] for t in task_runs)
+        assert names == sorted(f"e2e/gender/{s}" for s in ("ingest", "train", "prune", "retrain", "evaluate",
+                                                            "register"))
+        assert {t["state"]["name"] for t in task_runs} == {"Cached"}
+    finally:
+        _stop(server)
+    last = json.loads((HOME / "lineages" / "e2e" / "last_run.json").read_text())
+    assert last["flow"] == "learn-task" and last["states"] == {"Cached": 6} and last["all_cached"]
+    head = json.loads((HOME / "lineages" / "e2e" / "HEAD.json").read_text())
+    assert head["tasks"][-1]["state_digest"] == learned["state_digest"]
+    assert not (tmp_path / "worker-home" / "storage").exists()  # nothing went to Prefect's default storage
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    [mlflow_run] = client.search_runs([exp.experiment_id], f"tags.`prefect.flow_run` = '{run['id']}'")
+    assert mlflow_run.data.tags["mlflow.source.type"] == "JOB"
+    assert mlflow_run.data.tags["prefect.deployment"] == "learn-task-process"
