@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from tests.pipeline.conftest import HOME, TASKS
+from tests.pipeline.processes import free_port, stop, wait_http
 
 USERS = ["7", "42", "300"]
 
@@ -82,33 +80,19 @@ def test_unknown_user_is_a_clear_error_in_the_answer(head_model):
     assert "Traceback" not in answer["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_one_request(learned, tmp_path):
-    port = _free_port()
+    port = free_port()
     # as in an activated virtualenv: the scoring server is started as `uvicorn` from PATH
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{HOME / 'mlflow.db'}",
                PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
-    log = open(tmp_path / "serve.log", "wb")
+    log = tmp_path / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/conure-e2e@head",
                              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            cwd=tmp_path, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow models serve did not answer /ping within 180 s"
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_http(f"{base}/ping", proc, log)
         body = json.dumps({"dataframe_records": [{"user": "42", "task": "liked"}, {"user": "42", "task": "nope"}],
                            "params": {"k": 3}}).encode()
         request = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
@@ -117,11 +101,4 @@ def test_mlflow_models_serve_answers_one_request(learned, tmp_path):
         assert liked == cli_predict("liked", "42", 3)
         assert nope["error"].startswith("task 'nope' is not learned by model conure-e2e after 3 task(s)")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+        stop(proc)

@@ -1,5 +1,6 @@
 """A real Prefect process worker runs the `learn-task-process` deployment of deployments/prefect.yaml
 on the home the session's run already filled: every step is a cache hit, and the state is the same.
+The four process-pool entries are deployed as docs/deployments.md says (`--name '*-process'`).
 
 The session's `learned` fixture runs the same flow `conure learn` runs, in this process. The worker
 gets a clean environment: no Prefect result setting at all (and its own PREFECT_HOME), so sharing
@@ -9,23 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from tests.pipeline.conftest import HOME
+from tests.pipeline.processes import free_port, stop, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(url: str, path: str, body: dict | None = None) -> dict | list:
@@ -36,44 +29,33 @@ def _api(url: str, path: str, body: dict | None = None) -> dict | list:
         return json.loads(r.read() or b"null")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CONURE_"))}
     clean["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{clean.get('PATH', '')}"
+    # no scheduler: the landing watch's schedule must not start runs the worker would pick up
     server_env = dict(clean, PREFECT_HOME=str(tmp_path / "server"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                      PREFECT_UI_ENABLED="false")
+                      PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=server_env, stdout=open(tmp_path / "server.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     env = dict(clean, PREFECT_API_URL=url, PREFECT_HOME=str(tmp_path / "worker-home"), CONURE_HOME=str(HOME),
                CONURE_REPO=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{HOME / 'mlflow.db'}")
     try:
-        deadline = time.time() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.time() < deadline, "prefect server start did not answer /health within 180 s"
-            try:
-                _api(url, "/health")
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_http(f"{url}/health", server, tmp_path / "server.log")
         _api(url, "/work_pools/", {"name": "conure-process", "type": "process"})
         deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
-                                   "deployments/prefect.yaml", "--name", "learn-task-process"],
+                                   "deployments/prefect.yaml", "--name", "*-process"],
                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-        deployment = _api(url, "/deployments/name/learn-task/learn-task-process")
+        deployments = {d["name"]: d for d in _api(url, "/deployments/filter", {})}
+        assert sorted(deployments) == sorted(f"{f}-process" for f in ("landing-watch", "run-default", "learn-task",
+                                                                      "backfill"))
+        assert {d["work_pool_name"] for d in deployments.values()} == {"conure-process"}
+        watch = deployments["landing-watch-process"]
+        assert watch["global_concurrency_limit"]["limit"] == 1 and watch["schedules"][0]["schedule"]["interval"] == 300
+        deployment = deployments["learn-task-process"]
         assert deployment["job_variables"]["env"]["CONURE_HOME"] == str(HOME)  # resolved at deploy time
         gender = str(task_dirs[-1])
         run = _api(url, f"/deployments/{deployment['id']}/create_flow_run",
@@ -90,7 +72,7 @@ def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs,
                                                             "register"))
         assert {t["state"]["name"] for t in task_runs} == {"Cached"}
     finally:
-        _stop(server)
+        stop(server)
     last = json.loads((HOME / "lineages" / "e2e" / "last_run.json").read_text())
     assert last["flow"] == "learn-task" and last["states"] == {"Cached": 6} and last["all_cached"]
     head = json.loads((HOME / "lineages" / "e2e" / "HEAD.json").read_text())
