@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
-from tasks import adapters, caching, progress, steps
+from tasks import adapters, artifacts, caching, progress, steps
 from tasks.errors import PipelineError
 from tasks.store import Head, LearnedTask, LineageStore, write_json
 
@@ -123,23 +123,19 @@ class FlowRun:
             self.tracker.log_bytes(self.run_id, json.dumps(summary, indent=1).encode(), "validation/summary.json")
             if report and Path(report).is_dir():
                 self.tracker.log_dir(self.run_id, Path(report), "gx_report")
-        steps.prefect_artifact("markdown", key=steps.artifact_key(self.lineage, "validation-failed"),
-                               markdown=steps.validation_markdown(summary), description="failed validation")
+        artifacts.prefect_artifact("markdown", key=artifacts.artifact_key(self.lineage, "validation-failed"),
+                                   markdown=artifacts.validation_markdown(summary), description="failed validation")
         run_logger().error(f"validation failed: {summary['error']}")
 
     def publish(self, report: dict) -> None:
         """Prefect artifacts of this flow run: the accuracy matrix table and the link to its MLflow run."""
-        tasks_, metric = report["tasks"], report["metric"]
-        rows = [{"after": t, **{f"{c} ({metric[c]})": (None if v is None else round(v, 4))
-                                for c, v in zip(tasks_, row)},
-                 "free capacity": report["free_capacity"][i] if i < len(report["free_capacity"]) else None}
-                for i, (t, row) in enumerate(zip(tasks_, report["matrix"]))]
-        steps.prefect_artifact("table", key=steps.artifact_key(self.lineage, "accuracy-matrix"), table=rows,
-                               description=f"lineage '{self.lineage}' ({report['strategy']}): test metric of "
-                                           "each task (column) after learning each task (row)")
-        steps.prefect_artifact("link", key=steps.artifact_key(self.lineage, "mlflow"),
-                               link=self.tracker.run_url(self.run_id),
-                               link_text=f"MLflow run of this flow run (lineage '{self.lineage}')")
+        artifacts.prefect_artifact("table", key=artifacts.artifact_key(self.lineage, "accuracy-matrix"),
+                                   table=artifacts.matrix_rows(report),
+                                   description=f"lineage '{self.lineage}' ({report['strategy']}): test metric of "
+                                               "each task (column) after learning each task (row)")
+        artifacts.prefect_artifact("link", key=artifacts.artifact_key(self.lineage, "mlflow"),
+                                   link=self.tracker.run_url(self.run_id),
+                                   link_text=f"MLflow run of this flow run (lineage '{self.lineage}')")
 
     def track(self, step: int, strategy: str = "conure") -> dict:
         return {"flow_run": self.run_id, "step": step, "strategy": strategy, "experiment": self.experiment,

@@ -21,6 +21,7 @@ import tasks  # noqa: F401  (the embedded server's environment, before Prefect i
 from prefect import get_run_logger, task
 
 from tasks import adapters, progress
+from tasks.artifacts import artifact_key, prefect_artifact, run_name, validation_markdown, validation_summary
 from tasks.caching import cached
 from tasks.errors import PipelineError
 from tasks.settings import Layout, code_version, digest_json, quiet_prefect_logs
@@ -50,37 +51,6 @@ def _eval_key(_ctx, p: dict) -> str:
 
 def _register_key(_ctx, p: dict) -> str:
     return "register-" + digest_json([p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()])
-
-
-def run_name(stage: str):
-    """Prefect task-run name ``<lineage>/<task>/<stage>`` from the run's parameters."""
-    def name() -> str:
-        from prefect.runtime import task_run as current
-
-        p = current.parameters
-        ref = p.get("ref") or (p.get("refs") or [{}])[-1]
-        what = ref.get("name") or Path(p.get("task_dir") or "?").name
-        return f"{p.get('lineage') or '?'}/{what}/{stage}"
-    return name
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes."""
-    import re
-
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
-
-
-def prefect_artifact(kind: str, **kwargs) -> None:
-    """Create a Prefect artifact; a UI nicety never fails a step."""
-    from prefect import artifacts
-
-    try:
-        getattr(artifacts, f"create_{kind}_artifact")(**kwargs)
-    except Exception as exc:  # noqa: BLE001
-        import logging
-
-        logging.getLogger("conure").warning(f"could not create the {kind} artifact {kwargs.get('key')}: {exc}")
 
 
 # --- tracking helpers --------------------------------------------------------------------------
@@ -122,25 +92,6 @@ def task_run(tracker, track: dict, ref: dict) -> str:
 # --- ingestion ---------------------------------------------------------------------------------
 def _t1_path(t1: dict | None) -> Path | None:
     return adapters.abs_path(Layout().root, t1["path"]) if t1 else None
-
-
-def validation_summary(ref: dict, task_dir: str, floor: float) -> dict:
-    """What a passed validation found (GX raised nothing): kept with the task's MLflow run."""
-    return {"ok": True, "task": ref["name"], "kind": ref["kind"], "folder": str(Path(task_dir).resolve()),
-            "rows": ref.get("rows"), "splits": ref.get("splits"), "unknown_users_quarantined": ref.get("quarantined", 0),
-            "duplicates_dropped": ref.get("duplicates_dropped", 0), "known_user_floor": floor,
-            "prepared_digest": ref["digest"]}
-
-
-def validation_markdown(summary: dict) -> str:
-    if not summary.get("ok"):
-        return f"### Validation FAILED\n\n{summary.get('error', '')}\n\nGX report: `{summary.get('report', '')}`\n"
-    splits = summary.get("splits") or {}
-    return (f"### Validation passed: `{summary['task']}` ({summary['kind']})\n\n"
-            f"| folder | rows | train / valid / test | unknown users quarantined | duplicates dropped |\n"
-            f"|---|---|---|---|---|\n| `{summary['folder']}` | {summary['rows']} | "
-            f"{splits.get('train')} / {splits.get('valid')} / {splits.get('test')} | "
-            f"{summary['unknown_users_quarantined']} | {summary['duplicates_dropped']} |\n")
 
 
 @task(name="ingest", task_run_name=run_name("ingest"), **cached(_ingest_key))

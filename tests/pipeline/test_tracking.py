@@ -127,3 +127,26 @@ def test_parallel_backfills_compute_a_shared_step_once(fixed, client):
     versions = client.search_model_versions("name='conure-fixed--conure--clicks-gender_fix'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     shutil.rmtree(HOME / "prepared" / "liked_fix" / "reports", ignore_errors=True)
+
+
+def test_prefect_runs_have_readable_names_and_artifacts(learned):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName,
+                                                TaskRunFilter, TaskRunFilterName)
+
+    names = {f"e2e/{t}/{s}" for t in TASKS for s in ("ingest", "train", "prune", "retrain", "evaluate", "register")}
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["e2e <- clicks, liked, gender"])))
+        assert runs and all(r.state.is_completed() for r in runs)
+        task_runs = c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=sorted(names))))
+        keys = ["e2e-clicks-validation", "e2e-gender-mlflow-run", "e2e-model-version", "e2e-accuracy-matrix"]
+        found = {a.key: a for a in c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}
+    assert {t.name for t in task_runs} == names
+    assert set(found) == set(keys)
+    assert "Validation passed: `clicks` (sequence)" in found["e2e-clicks-validation"].data
+    # Prefect stores a link artifact as markdown: [text](url)
+    assert "](http://127.0.0.1:5000/#/experiments/" in found["e2e-gender-mlflow-run"].data
+    assert "conure-e2e version" in found["e2e-model-version"].data
+    rows = json.loads(found["e2e-accuracy-matrix"].data)
+    assert [r["after"] for r in rows] == list(TASKS) and rows[2]["gender (accuracy)"] == round(learned["matrix"][2][2], 4)

@@ -71,6 +71,9 @@ def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs,
         assert names == sorted(f"e2e/gender/{s}" for s in ("ingest", "train", "prune", "retrain", "evaluate",
                                                             "register"))
         assert {t["state"]["name"] for t in task_runs} == {"Cached"}
+        artifacts = _api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+        assert sorted((a["key"], a["type"]) for a in artifacts) == [("e2e-accuracy-matrix", "table"),
+                                                                    ("e2e-mlflow", "markdown")]  # a link
     finally:
         stop(server)
     last = json.loads((HOME / "lineages" / "e2e" / "last_run.json").read_text())
