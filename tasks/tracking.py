@@ -74,14 +74,23 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def dist_version(name: str) -> str:
+    """An installed distribution's version without importing it ("" when it is not installed)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return ""
+
+
 @functools.lru_cache(maxsize=1)
 def context_tags() -> dict[str, str]:
     """MLflow's context tags (MlflowClient.create_run sets none) plus the versions a result depends on."""
     import getpass
-    import importlib.metadata as md
 
     tags = {"mlflow.user": getpass.getuser(), "conure.code_version": code_version(),
-            "conure.torch_version": md.version("torch"), "conure.package_version": md.version("conure")}
+            "conure.torch_version": dist_version("torch"), "conure.package_version": dist_version("conure")}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     return tags
@@ -252,15 +261,13 @@ class Tracker:
     # --- model registry ----------------------------------------------------------------------
     def log_model(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str]):
         """The state as an MLflow pyfunc model (models-from-code: ``tasks/pyfunc_model.py``) of ``run_id``."""
-        import importlib.metadata as md
-
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
         signature = ModelSignature(inputs=Schema([ColSpec("string", "user"), ColSpec("string", "task")]),
                                    params=ParamSchema([ParamSpec("k", "long", 10)]))
         # explicit requirements: MLflow would otherwise load the model in a subprocess to infer them
-        requirements = [f"{p}=={md.version(p)}" for p in ("conure", "mlflow", "torch")]
+        requirements = [f"{p}=={dist_version(p)}" if dist_version(p) else p for p in ("conure", "mlflow", "torch")]
         with _MODEL_LOCK, warnings.catch_warnings():  # a fluent call: mlflow's process-wide tracking URI
             # no input example (MLflow would load and run the model to check it) nor type hints (a signature is given)
             warnings.filterwarnings("ignore", message=".*(input example|Add type hints).*")
