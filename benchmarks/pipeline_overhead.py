@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 def conure_run(home: Path, preset: str) -> tuple[float, dict, dict]:
     """(wall seconds, report, last_run.json) of one `conure run` in ``home``."""
     env = dict(os.environ, CONURE_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
-               PREFECT_HOME=str(home / "prefect"), PREFECT_LOCAL_STORAGE_PATH=str(home / "prefect" / "results"))
+               PREFECT_HOME=str(home / "prefect"))
     env.pop("PREFECT_API_URL", None)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "conure_cli.main", "run", "--preset", preset, "--json"],

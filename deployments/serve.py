@@ -17,9 +17,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks.errors import PipelineError
 from tasks.settings import Layout
+
+
+def landing_trigger():
+    """The event trigger of the landing watch: a sweep of the landing folder whose marker just landed
+    (``python -m flows.landing_events`` emits the event; the same trigger as in prefect.yaml)."""
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.landing_events import EVENT
+
+    return DeploymentEventTrigger(match={"prefect.resource.id": "conure.landing.*"}, expect={EVENT},
+                                  parameters={"landing": "{{ event.payload.landing }}"})
 
 
 def build_deployments(landing: str | None = None, lineage: str = "default", interval: int = 300,
@@ -31,7 +42,9 @@ def build_deployments(landing: str | None = None, lineage: str = "default", inte
 
     return [
         watch_landing.to_deployment(name="landing-watch", interval=interval, tags=["conure", "schedule"],
+                                    concurrency_limit=1,  # a slow sweep never overlaps the next one
                                     parameters={"landing": landing, "lineage": lineage, "preset": preset},
+                                    triggers=[landing_trigger()],
                                     description="Learn each new task folder of the landing folder once."),
         run_default.to_deployment(name="run-default", tags=["conure"], parameters={"lineage": lineage},
                                   description="The six bundled MovieLens-100K tasks (what `conure run` does)."),

@@ -1,10 +1,14 @@
-"""Backfill flow: learn another ordering, or a baseline strategy, from a prefix of a lineage."""
+"""Backfill flow: learn another ordering, or a baseline strategy, from a prefix of a lineage.
+
+Each ordering is its own lineage (its own HEAD and lock) but logs into the SOURCE lineage's MLflow
+experiment, tagged ``conure.order`` / ``conure.strategy`` / ``conure.backfill_of``, so one runs
+table compares orderings and strategies."""
 from __future__ import annotations
 
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
 from flows.chain import FlowRun, learn_refs, ref_of
@@ -43,7 +47,9 @@ def backfill_one(source: Head, order: list[str], strategy: str, from_prefix: int
     refs = [ref_of(source.task(n)) for n in order]
     target = into or target_name(source.lineage, order, strategy)
     params = {"source": source.lineage, "order": order, "strategy": strategy, "from_prefix": from_prefix}
-    with FlowRun(target, "backfill", params, lock_timeout) as fr:
+    tags = {"conure.order": ",".join(order), "conure.strategy": strategy, "conure.backfill_of": source.lineage,
+            "conure.from_prefix": str(from_prefix)}
+    with FlowRun(target, "backfill", params, lock_timeout, experiment=experiment_of(source), tags=tags) as fr:
         head = fr.store.read_head(target)
         if head is None:
             head = Head(lineage=target, strategy=strategy, preset=source.preset, config=source.config,
@@ -63,8 +69,14 @@ def backfill_one(source: Head, order: list[str], strategy: str, from_prefix: int
             head = _baseline_head(head, source, order, out["report"])
             fr.store.write_head(head)
         result = report_of(head)
+        fr.publish(result)
         result["run"] = fr.stats.to_dict()
     return result
+
+
+def experiment_of(source: Head) -> str:
+    """The MLflow experiment of a lineage: its own, or its source's for a backfill of a backfill."""
+    return (source.parent or {}).get("lineage") or source.lineage
 
 
 def _baseline_head(head: Head, source: Head, order: list[str], report: dict) -> Head:
@@ -75,7 +87,16 @@ def _baseline_head(head: Head, source: Head, order: list[str], report: dict) -> 
     return head
 
 
-@flow(name="backfill", log_prints=False)
+def _run_name() -> str:
+    """``<lineage> backfill <strategy>: <order> | <order>`` from the flow run's parameters."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    orders = " | ".join(o if isinstance(o, str) else ",".join(o) for o in p.get("orders") or [])
+    return f"{p.get('lineage', '?')} backfill {p.get('strategy', 'conure')}: {orders}"
+
+
+@flow(name="backfill", flow_run_name=_run_name, log_prints=False)
 def backfill(lineage: str, orders: list[str], strategy: str = "conure", from_prefix: int = 0,
              into: list[str] | None = None, parallel: int = 1, lock_timeout: float | None = None) -> list[dict]:
     """Learn each ordering (``"clicks,loved,liked"``) of ``lineage``'s tasks into its own lineage.

@@ -12,10 +12,29 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
-from tasks import adapters, progress, steps
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
+from tasks import adapters, artifacts, caching, progress, steps
 from tasks.errors import PipelineError
 from tasks.store import Head, LearnedTask, LineageStore, write_json
+
+
+def run_logger():
+    """Prefect's run logger inside a flow or task run (shown in the UI), else a plain logger."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("conure")
+
+
+def warn(message: str) -> None:
+    """A warning for the person at the terminal (stderr) and for the Prefect UI (run logger)."""
+    print(message, file=sys.stderr, flush=True)
+    run_logger().warning(message)
 
 
 @dataclass
@@ -28,7 +47,7 @@ class Stats:
 
     def call(self, task_fn, **kwargs):
         """Run a Prefect task, count its final state (Completed / Cached), return its result."""
-        state = task_fn(return_state=True, **kwargs)
+        state = caching.for_home(task_fn)(return_state=True, **kwargs)
         self.states[state.name] = self.states.get(state.name, 0) + 1
         what = (kwargs.get("ref") or (kwargs.get("refs") or [{}])[-1]).get("name") or Path(kwargs.get("task_dir", "")).name
         progress.emit({"event": "step", "name": f"{task_fn.name} {what}".strip(), "state": state.name})
@@ -44,11 +63,16 @@ class Stats:
 
 
 class FlowRun:
-    """One flow run on one lineage: its lock, its MLflow parent run, its stats."""
+    """One flow run on one lineage: its lock, its MLflow parent run, its stats.
 
-    def __init__(self, lineage: str, flow: str, params: dict, lock_timeout: float | None = None):
+    experiment: the MLflow experiment to log into (a backfill: its source lineage's); tags: added
+    to every MLflow run of this flow run (a backfill: its order and strategy)."""
+
+    def __init__(self, lineage: str, flow: str, params: dict, lock_timeout: float | None = None,
+                 experiment: str | None = None, tags: dict[str, str] | None = None):
         self.lineage, self.flow, self.params = lineage, flow, params
         self.lock_timeout = lock_timeout
+        self.experiment, self.tags = experiment, dict(tags or {})
         self.store = LineageStore()
         self.stats = Stats()
         self.tracker = None
@@ -56,14 +80,17 @@ class FlowRun:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "FlowRun":
-        notify = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-        self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=notify))
+        self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=warn))
         try:
-            self.tracker = steps.tracker_for(self.lineage)
-            self.tracker.close_stale_runs()  # we hold the lock: any RUNNING run was killed
+            from tasks.tracking import source_tags
+
+            self.tracker = steps.tracker_for(self.lineage, self.experiment)
+            self.tracker.close_stale_runs()  # we hold the lock: any RUNNING run of this lineage was killed
             self.run_id = self.tracker.start_run(f"{self.flow}:{_flow_run_name()}",
-                                                 tags={"conure.flow": self.flow, "prefect.flow_run": _flow_run_id()},
+                                                 tags={**source_tags(self.flow), **self.tags, "conure.flow": self.flow,
+                                                       "prefect.flow_run": _flow_run_id()},
                                                  params=self.params)
+            run_logger().info(f"lineage '{self.lineage}': MLflow run {self.tracker.run_url(self.run_id)}")
         except BaseException:
             self._stack.close()
             raise
@@ -73,9 +100,8 @@ class FlowRun:
         try:
             summary = self.stats.to_dict()
             if self.tracker and self.run_id:
-                if exc is not None and getattr(exc, "report_dir", None):
-                    with contextlib.suppress(Exception):
-                        self.tracker.log_dir(self.run_id, Path(exc.report_dir), "gx_report")
+                if exc is not None and type(exc).__name__ == "ContractError":  # a failed validation, with its run
+                    self._log_failed_validation(exc)
                 self.tracker.set_tags(self.run_id, {"conure.states": summary["states"],
                                                     "conure.all_cached": summary["all_cached"]})
                 self.tracker.log_metrics(self.run_id, {"wall_seconds": summary["wall_s"],
@@ -87,8 +113,33 @@ class FlowRun:
         finally:
             self._stack.close()
 
+    def _log_failed_validation(self, exc: BaseException) -> None:
+        import json
+
+        report = getattr(exc, "report_dir", None)
+        summary = {"ok": False, "error": " ".join(str(exc).split()), "file": getattr(exc, "file", None),
+                   "report": str(report or "")}
+        with contextlib.suppress(Exception):
+            self.tracker.log_bytes(self.run_id, json.dumps(summary, indent=1).encode(), "validation/summary.json")
+            if report and Path(report).is_dir():
+                self.tracker.log_dir(self.run_id, Path(report), "gx_report")
+        artifacts.prefect_artifact("markdown", key=artifacts.artifact_key(self.lineage, "validation-failed"),
+                                   markdown=artifacts.validation_markdown(summary), description="failed validation")
+        run_logger().error(f"validation failed: {summary['error']}")
+
+    def publish(self, report: dict) -> None:
+        """Prefect artifacts of this flow run: the accuracy matrix table and the link to its MLflow run."""
+        artifacts.prefect_artifact("table", key=artifacts.artifact_key(self.lineage, "accuracy-matrix"),
+                                   table=artifacts.matrix_rows(report),
+                                   description=f"lineage '{self.lineage}' ({report['strategy']}): test metric of "
+                                               "each task (column) after learning each task (row)")
+        artifacts.prefect_artifact("link", key=artifacts.artifact_key(self.lineage, "mlflow"),
+                                   link=self.tracker.run_url(self.run_id),
+                                   link_text=f"MLflow run of this flow run (lineage '{self.lineage}')")
+
     def track(self, step: int, strategy: str = "conure") -> dict:
-        return {"flow_run": self.run_id, "step": step, "strategy": strategy}
+        return {"flow_run": self.run_id, "step": step, "strategy": strategy, "experiment": self.experiment,
+                "tags": self.tags}
 
 
 def _flow_run_name() -> str:
@@ -130,7 +181,7 @@ def ingest(fr: FlowRun, task_dir: Path, t1: dict | None, floor: float) -> dict:
     if not task_dir.is_dir():
         raise PipelineError(f"task folder {task_dir} does not exist; pass a folder holding task.yaml and a table.")
     digest = adapters.folder_digest(task_dir)
-    kwargs = {"task_dir": str(task_dir), "folder_digest": digest, "t1": t1, "floor": floor}
+    kwargs = {"task_dir": str(task_dir), "folder_digest": digest, "t1": t1, "floor": floor, "lineage": fr.lineage}
     ref = fr.stats.call(steps.ingest, **kwargs)
     ref["folder_digest"] = digest
     return ref
@@ -168,8 +219,8 @@ def learn_refs(fr: FlowRun, head: Head, refs: list[dict]) -> Head:
                 continue
             backup = store.head_path(head.lineage).with_name(f"HEAD.{int(time.time())}.json")
             shutil.copyfile(store.head_path(head.lineage), backup)
-            print(f"lineage '{head.lineage}': state after '{ref['name']}' changed (code or config changed); "
-                  f"HEAD rewritten from there, previous HEAD kept at {backup}", file=sys.stderr)
+            warn(f"lineage '{head.lineage}': state after '{ref['name']}' changed (code or config changed); "
+                 f"HEAD rewritten from there, previous HEAD kept at {backup}")
             head.tasks, head.matrix = head.tasks[:pos], head.matrix[:pos]
         head.tasks.append(learned["task"])
         head.matrix.append(learned["row"])

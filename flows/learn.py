@@ -1,9 +1,11 @@
-"""Flows that learn task folders onto a lineage: one task, or an ordered list (the default run)."""
+"""Flows that learn task folders onto a lineage: one task, or an ordered list (the default run).
+
+Flow-run names say what a run does (``<lineage> <- liked``), so the Prefect UI lists readable runs."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
 from flows.chain import FlowRun, ingest, learn_refs, open_head, t1_of
@@ -15,6 +17,16 @@ from tasks.settings import Layout
 
 def _kind_of(task_dir: Path) -> str:
     return adapters.task_kind(Path(task_dir))
+
+
+def _run_name() -> str:
+    """``<lineage> <- <task folder names>`` from the flow run's parameters."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    dirs = p.get("task_dirs") or ([p["task_dir"]] if p.get("task_dir") else [])
+    what = ", ".join(Path(d).name for d in dirs) if dirs else f"bundled tasks ({p.get('preset') or 'quick'})"
+    return f"{p.get('lineage', 'default')} <- {what}"
 
 
 def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, floor: float = 0.5,
@@ -35,11 +47,12 @@ def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, fl
                 t1 = ref
             head = learn_refs(fr, head, [ref])
         out = report_of(head)
+        fr.publish(out)
         out["run"] = fr.stats.to_dict()
     return out
 
 
-@flow(name="learn-task", log_prints=False)
+@flow(name="learn-task", flow_run_name=_run_name, log_prints=False)
 def learn_task(task_dir: str, lineage: str = "default", preset: str | None = None, floor: float = 0.5,
                lock_timeout: float | None = None) -> dict:
     """Learn one task folder onto a lineage (a T1 sequence task first, then item/class tasks).
@@ -50,7 +63,7 @@ def learn_task(task_dir: str, lineage: str = "default", preset: str | None = Non
     return learn_dirs(lineage, [task_dir], preset, floor, lock_timeout, "learn-task")
 
 
-@flow(name="learn-tasks", log_prints=False)
+@flow(name="learn-tasks", flow_run_name=_run_name, log_prints=False)
 def learn_tasks(task_dirs: list[str], lineage: str = "default", preset: str | None = None, floor: float = 0.5,
                 lock_timeout: float | None = None) -> dict:
     """Learn an ordered list of task folders onto a lineage (re-running it is all cache hits)."""
@@ -62,7 +75,7 @@ def bundled_task_dirs() -> list[str]:
     return [str(d) for d in adapters.bundled_task_dirs(Layout().bundled)]
 
 
-@flow(name="run-default", log_prints=False)
+@flow(name="run-default", flow_run_name=_run_name, log_prints=False)
 def run_default(lineage: str = "default", preset: str | None = "quick", lock_timeout: float | None = None) -> dict:
     """The whole default lineage: the six bundled MovieLens-100K tasks, in order."""
     return learn_dirs(lineage, bundled_task_dirs(), preset, 0.5, lock_timeout, "run-default")

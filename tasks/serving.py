@@ -1,44 +1,103 @@
-"""Answers for one user under one learned task (top-k items or a class), from a lineage's HEAD state."""
+"""Answers for users under learned tasks (top-k items or a class): one code path for `conure predict`
+and the registered MLflow model (``tasks/pyfunc_model.py``).
+
+``Predictor`` holds one lineage state and its T1 table; every learned task of that state answers
+with the weights it owned when it was learned, so a state after task n answers tasks 1..n.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from tasks import adapters
 from tasks.errors import PipelineError
-from tasks.settings import Layout
 from tasks.store import LineageStore
 
 
+class Predictor:
+    """Top-k items (sequence / item tasks) or a class with probabilities (class tasks) per (user, task)."""
+
+    def __init__(self, state_dir: Path, t1_dir: Path, label: str = "this model"):
+        t1 = adapters.load_task_data(Path(t1_dir), {"path": str(Path(t1_dir).resolve())})
+        self.sequences = t1.sequences
+        self.rows = {str(u): i for i, u in enumerate(t1.user_ids)}
+        self.t1_name = t1.name
+        self.model = adapters.load_lineage(Path(state_dir))
+        self.label = label
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.tasks)
+
+    def problem(self, task: str, user: str) -> str | None:
+        """Why (task, user) cannot be answered, in one sentence; None when it can."""
+        if task not in self.tasks:
+            return (f"task '{task}' is not learned by {self.label}; it answers {', '.join(self.tasks)} "
+                    f"(a version for task n answers tasks 1..n).")
+        if user not in self.rows:
+            return (f"user '{user}' is not in the T1 data of {self.label} ({self.t1_name}, {len(self.rows)} users); "
+                    "pass a user id from that table.")
+        return None
+
+    def answer_rows(self, users: list[str], tasks: list[str], k: int = 10) -> list[dict]:
+        """One answer per (user, task) row; a row that cannot be answered gets ``{"user","task","error"}``.
+
+        The model runs once per task over all of its rows (the loop over rows is lookups only).
+        """
+        import torch
+
+        if int(k) < 1:
+            raise PipelineError(f"-k {k} must be at least 1.")
+        users = [str(u) for u in users]
+        out: list[dict] = [{}] * len(users)
+        by_task: dict[str, list[int]] = {}
+        for i, (user, task) in enumerate(zip(users, tasks)):
+            why = self.problem(task, user)
+            if why:
+                out[i] = {"user": user, "task": task, "error": why}
+            else:
+                by_task.setdefault(task, []).append(i)
+        for task, idx in by_task.items():
+            rows = torch.tensor([self.rows[users[i]] for i in idx], dtype=torch.long)
+            for i, answer in zip(idx, self._predict(task, self.sequences.index_select(0, rows), int(k))):
+                out[i] = {"user": users[i], "task": task, **answer}
+        return out
+
+    def _predict(self, task: str, sequences, k: int) -> list[dict]:
+        info = self.model.info(task)
+        vocab = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
+        width = len(vocab) if info.kind == "class" else min(k, len(vocab))
+        idx, scores = self.model.predict(task, sequences, width)
+        answers = []
+        for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
+            if info.kind == "class":
+                probs = {str(vocab[i]): round(float(s), 6) for i, s in zip(row_idx, row_scores)}
+                answers.append({"label": str(vocab[row_idx[0]]), "probabilities": probs})
+            else:
+                answers.append({"items": [str(vocab[i]) for i in row_idx],
+                                "scores": [round(float(s), 6) for s in row_scores]})
+        return answers
+
+
 @lru_cache(maxsize=4)
-def _user_rows(t1_path: str) -> tuple[object, dict[str, int]]:
-    data = adapters.load_task_data(Layout().root, {"path": t1_path})
-    return data.sequences, {u: i for i, u in enumerate(data.user_ids)}
+def _predictor(state_dir: str, t1_dir: str, label: str) -> Predictor:
+    return Predictor(Path(state_dir), Path(t1_dir), label)
 
 
 def predict_user(lineage: str, task: str, user: str, k: int = 10) -> dict:
     """``{"user","task","items","scores"}`` for sequence/item tasks, ``{"user","task","label","probabilities"}``
-    for class tasks; the user must appear in the lineage's T1 data."""
+    for class tasks, from the lineage's HEAD state; the user must appear in the lineage's T1 data."""
     store = LineageStore()
     head = store.require_head(lineage)
     if not head.state_digest:
         raise PipelineError(f"lineage '{lineage}' has no learned state (strategy '{head.strategy}' keeps none); "
                             "predict from a Conure lineage.")
-    learned = head.task(task)
-    sequences, rows = _user_rows(head.tasks[0].prepared_path)
-    row = rows.get(str(user))
-    if row is None:
-        raise PipelineError(f"user '{user}' is not in the T1 data of lineage '{lineage}' "
-                            f"({head.tasks[0].name}, {len(rows)} users); pass a user id from that table.")
-    model = adapters.load_lineage(store.state_path(head.state_digest))
-    info = model.info(task)
-    vocab = info.vocab if info.kind != "sequence" else (model.item_vocab or info.vocab)
+    head.task(task)  # names the lineage's tasks when it is not one of them
     if k < 1:
         raise PipelineError(f"-k {k} must be at least 1.")
-    width = len(vocab) if info.kind == "class" else k
-    idx, scores = model.predict(task, sequences[row:row + 1], width)
-    idx, scores = idx[0].tolist(), [float(s) for s in scores[0].tolist()]
-    if learned.kind == "class":
-        probs = {str(vocab[i]): round(s, 6) for i, s in zip(idx, scores)}
-        return {"user": str(user), "task": task, "label": str(vocab[idx[0]]), "probabilities": probs}
-    return {"user": str(user), "task": task, "items": [str(vocab[i]) for i in idx],
-            "scores": [round(s, 6) for s in scores]}
+    predictor = _predictor(str(store.state_path(head.state_digest)), str(store.prepared_abs(head.tasks[0])),
+                           f"lineage '{lineage}'")
+    [answer] = predictor.answer_rows([str(user)], [task], k)
+    if "error" in answer:
+        raise PipelineError(answer["error"])
+    return answer

@@ -1,7 +1,9 @@
-"""Run-time settings and folder layout; sets Prefect's environment before Prefect is imported.
+"""Run-time settings and folder layout.
 
-Import this module (``tasks`` does it for you) before anything imports ``prefect``: Prefect reads its
-settings once, at import time.
+Result storage, caching and locking are declared on the Prefect tasks (``tasks/caching.py``), so a
+flow run started by a Prefect worker behaves like one started by ``conure``. What is left here is
+the environment of processes that ``conure`` itself starts (where the embedded Prefect server keeps
+its database, quiet libraries); user-set variables always win.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Layout:
     lineages = property(lambda s: s.root / "lineages")  # HEAD pointer + lock per lineage
     prefect_home = property(lambda s: s.root / "prefect")
     results = property(lambda s: s.root / "prefect" / "results")  # persisted task results (cache)
+    cache_locks = property(lambda s: s.root / "prefect" / "locks")  # one lock per cache key being computed
     artifacts = property(lambda s: s.root / "mlartifacts")
     mlflow_db = property(lambda s: s.root / "mlflow.db")
 
@@ -48,17 +51,18 @@ class Layout:
 
 
 def configure_environment(root: Path | None = None) -> Layout:
-    """Create the home folders and point Prefect/MLflow/GX at them (user-set variables win)."""
+    """Create the home folders and point the embedded Prefect server, MLflow and GX at them.
+
+    Only for processes ``conure`` starts: a Prefect worker has read its settings before this runs,
+    which is why nothing the pipeline needs to share (results, cache, locks) is set here.
+    """
     lay = Layout(root)
-    for d in (lay.prefect_home, lay.results, lay.states, lay.lineages, lay.prepared, lay.artifacts):
+    for d in (lay.prefect_home, lay.states, lay.lineages, lay.prepared, lay.artifacts):
         d.mkdir(parents=True, exist_ok=True)
     env = {
-        "PREFECT_HOME": str(lay.prefect_home),
+        "PREFECT_HOME": str(lay.prefect_home),  # the embedded server's database
         # analytics on the temporary server caused "database is locked" errors (DESIGN.md facts)
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOCAL_STORAGE_PATH": str(lay.results),
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         # a loaded 2-core machine needs more than the default 20 s to boot the temporary server
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -83,6 +87,16 @@ def quiet_libraries() -> None:
     for module in ("mlflow", "pydantic", "great_expectations", "prefect", "alembic"):
         warnings.filterwarnings("ignore", module=module)
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
+
+
+def quiet_prefect_logs() -> None:
+    """Run logs at INFO (the Prefect UI shows them); Prefect's own chatter (the temporary server's
+    start / stop lines) at WARNING. Call after Prefect is imported; PREFECT_LOGGING_LEVEL wins."""
+    if os.environ.get("PREFECT_LOGGING_LEVEL"):
+        return
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def quiet_prefect_console(debug: bool = False) -> None:

@@ -1,8 +1,10 @@
 """The Prefect tasks of the pipeline: thin, idempotent wrappers around the learner and data layer.
 
 Each task caches on the digests of its inputs (task folder or parent state, prepared data, config,
-code version) and persists its small JSON result under ``CONURE_HOME/prefect/results``; its real
-output (a prepared table or a lineage state) is content-addressed on disk and written atomically.
+code version) and persists its small JSON result under ``CONURE_HOME/prefect/results``, both
+declared on the task (``tasks/caching.py``); its real output (a prepared table or a lineage state)
+is content-addressed on disk and written atomically. Run names say lineage / task / stage; each
+task logs to Prefect's run logger and leaves Prefect artifacts (validation summary, model version).
 A re-run therefore re-uses every finished step, and a run killed mid-step (even ``kill -9``)
 resumes at that step: the learner seeds each stage from (seed, task index, stage), so the resumed
 step ends in the same state digest (on the same device and torch thread count: float sums depend
@@ -10,17 +12,22 @@ on both).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
-from prefect import task
+import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
+from prefect import get_run_logger, task
 
 from tasks import adapters, progress
+from tasks.artifacts import artifact_key, prefect_artifact, run_name, validation_markdown, validation_summary
+from tasks.caching import cached
 from tasks.errors import PipelineError
-from tasks.settings import Layout, code_version, digest_json
+from tasks.settings import Layout, code_version, digest_json, quiet_prefect_logs
 from tasks.store import LineageStore
+
+quiet_prefect_logs()
 
 STAGES = ("train", "prune", "retrain")
 
@@ -50,17 +57,21 @@ def _register_key(_ctx, p: dict) -> str:
 _task_runs: dict[tuple[str, str], str] = {}
 
 
-_trackers: dict[tuple[str, str], object] = {}
+_trackers: dict[tuple[str, str, str], object] = {}
 
 
-def tracker_for(lineage: str):
-    """One Tracker per lineage and store per process (creating one costs store round trips)."""
+def tracker_for(lineage: str, experiment: str | None = None):
+    """One Tracker per lineage, experiment and store per process (creating one costs store round trips)."""
     from tasks.tracking import Tracker
 
-    key = (lineage, Layout().tracking_uri())
+    key = (lineage, experiment or lineage, Layout().tracking_uri())
     if key not in _trackers:
-        _trackers[key] = Tracker(lineage)
+        _trackers[key] = Tracker(lineage, experiment=experiment)
     return _trackers[key]
+
+
+def _tracker(lineage: str, track: dict):
+    return tracker_for(lineage, track.get("experiment"))
 
 
 def task_run(tracker, track: dict, ref: dict) -> str:
@@ -68,7 +79,7 @@ def task_run(tracker, track: dict, ref: dict) -> str:
     key = (track["flow_run"], ref["name"])
     if key not in _task_runs:
         run = tracker.start_run(ref["name"], parent=track["flow_run"],
-                                tags={"conure.task": ref["name"], "conure.kind": ref["kind"],
+                                tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.kind": ref["kind"],
                                       "conure.step": str(track["step"])})
         tracker.log_params(run, {"task": ref["name"], "kind": ref["kind"], "strategy": track.get("strategy", "conure"),
                                  "step": track["step"], "data_digest": ref["digest"]})
@@ -83,8 +94,8 @@ def _t1_path(t1: dict | None) -> Path | None:
     return adapters.abs_path(Layout().root, t1["path"]) if t1 else None
 
 
-@task(name="ingest", cache_key_fn=_ingest_key, result_serializer="json")
-def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: float = 0.5) -> dict:
+@task(name="ingest", task_run_name=run_name("ingest"), **cached(_ingest_key))
+def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: float = 0.5, lineage: str = "") -> dict:
     """Validate (Great Expectations), quarantine unknown users, prepare and write the task's table.
 
     One step because data_contracts.ingest_task does all of it in one pass; a failed check raises
@@ -93,9 +104,16 @@ def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: flo
     from data_contracts.ingest import ingest_task
 
     lay = Layout()
+    log = get_run_logger()
+    log.info(f"validating {task_dir} (T1: {t1['name'] if t1 else 'none, this is a T1'}, known-user floor {floor})")
     ref = ingest_task(Path(task_dir), lay.prepared, t1=_t1_path(t1), known_user_floor=floor)
     out = adapters.ref_to_dict(ref, lay.root)
     out["source"] = str(Path(task_dir).resolve())
+    out["validation"] = validation_summary(out, task_dir, floor)
+    log.info(f"{out['name']}: validation passed, {out['rows']} rows, {out.get('quarantined', 0)} unknown users "
+             f"quarantined, prepared digest {out['digest'][:12]}")
+    prefect_artifact("markdown", key=artifact_key(lineage or "conure", out["name"], "validation"),
+              markdown=validation_markdown(out["validation"]), description=f"validation of {task_dir}")
     return out
 
 
@@ -112,9 +130,13 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
         model = adapters.new_lineage(preset["model"], data)
     else:
         raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
-    tracker = tracker_for(lineage)
+    tracker = _tracker(lineage, track)
+    log = get_run_logger()
+    log.info(f"{stage} '{ref['name']}' (task {index + 1} of lineage '{lineage}') from state "
+             f"{(parent or 'new')[:12]}, {cfg.stage_epochs.get(stage, 0)} epoch(s), device {model.device}")
     run = tracker.start_run(f"{ref['name']}/{stage}", parent=task_run(tracker, track, ref),
-                            tags={"conure.task": ref["name"], "conure.stage": stage, "conure.parent_state": parent or ""},
+                            tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.stage": stage,
+                                  "conure.parent_state": parent or "", "conure.device": str(model.device)},
                             params={"task": ref["name"], "kind": ref["kind"], "stage": stage,
                                     "strategy": track.get("strategy", "conure"), "prune_ratio": cfg.prune_ratio,
                                     "index": index, "config": {"model": preset["model"], "train": cfg.to_dict()}})
@@ -157,23 +179,25 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
         tracker.end_run(run, "FAILED")
         raise
     result.pop("history", None)
+    log.info(f"{stage} '{ref['name']}' done in {compute:.1f} s: state {digest[:12]}, free capacity {free['total']:.1%}"
+             + (f", kept {result['kept']} weights" if stage == "prune" else ""))
     progress.emit({"event": "stage_end", "task": ref["name"], "stage": stage, "seconds": compute})
     return {"stage": stage, "state": digest, "compute_s": compute, "free_capacity": free, "result": result}
 
 
-@task(name="train", cache_key_fn=lambda c, p: stage_key("train", p), result_serializer="json")
+@task(name="train", task_run_name=run_name("train"), **cached(lambda c, p: stage_key("train", p)))
 def train(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
     """Stage 1 of a task: all weights forward, gradients to free weights and the new head."""
     return _run_stage("train", lineage, index, ref, parent, preset, track)
 
 
-@task(name="prune", cache_key_fn=lambda c, p: stage_key("prune", p), result_serializer="json")
+@task(name="prune", task_run_name=run_name("prune"), **cached(lambda c, p: stage_key("prune", p)))
 def prune(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
     """Stage 2: the task keeps its largest free weights; the rest go back to the free pool."""
     return _run_stage("prune", lineage, index, ref, parent, preset, track)
 
 
-@task(name="retrain", cache_key_fn=lambda c, p: stage_key("retrain", p), result_serializer="json")
+@task(name="retrain", task_run_name=run_name("retrain"), **cached(lambda c, p: stage_key("retrain", p)))
 def retrain(lineage: str, index: int, ref: dict, parent: str | None, preset: dict, track: dict) -> dict:
     """Stage 3: the task retrains its own weights with the freed ones masked out."""
     return _run_stage("retrain", lineage, index, ref, parent, preset, track)
@@ -182,15 +206,16 @@ def retrain(lineage: str, index: int, ref: dict, parent: str | None, preset: dic
 STAGE_TASKS = {"train": train, "prune": prune, "retrain": retrain}
 
 
-@task(name="evaluate", cache_key_fn=_eval_key, result_serializer="json")
+@task(name="evaluate", task_run_name=run_name("evaluate"), **cached(_eval_key))
 def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
     """Every learned task's test metrics with the state after the latest task, plus free capacity."""
     lay = Layout()
     model = adapters.load_lineage(LineageStore(lay).state_path(state))
-    tracker = tracker_for(lineage)
+    tracker = _tracker(lineage, track)
     current = refs[-1]
     run = tracker.start_run(f"{current['name']}/evaluate", parent=task_run(tracker, track, current),
-                            tags={"conure.task": current["name"], "conure.stage": "evaluate"})
+                            tags={**track.get("tags", {}), "conure.task": current["name"], "conure.stage": "evaluate",
+                                  "conure.device": str(model.device)})
     started = time.perf_counter()
     try:
         metrics = {r["name"]: model.evaluate(adapters.load_task_data(lay.root, r), "test") for r in refs}
@@ -205,6 +230,8 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
         raise
     progress.emit({"event": "evaluated", "task": current["name"], "metrics": metrics})
     main = {r["name"]: model.info(r["name"]).metric for r in refs}  # each task's headline metric
+    get_run_logger().info(f"test after '{current['name']}': " + ", ".join(
+        f"{t} {main[t]} {metrics[t][main[t]]:.4f}" for t in metrics) + f"; free capacity {free['total']:.1%}")
     return {"metrics": metrics, "main": main, "free_capacity": free, "compute_s": compute}
 
 
@@ -216,13 +243,13 @@ def _owner_maps(state_dir: Path) -> dict[str, Any]:
         return {k[len("owner."):]: f.get_tensor(k) for k in f.keys() if k.startswith("owner.")}
 
 
-@task(name="register", cache_key_fn=_register_key, result_serializer="json")
+@task(name="register", task_run_name=run_name("register"), **cached(_register_key))
 def register(lineage: str, state: str, refs: list[dict], metrics: list[str], matrix: list[list[float | None]],
              free_capacity: dict[str, float], track: dict) -> dict:
     """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap) and the model version."""
     lay = Layout()
     state_dir = LineageStore(lay).state_path(state)
-    tracker = tracker_for(lineage)
+    tracker = _tracker(lineage, track)
     current = refs[-1]
     run = task_run(tracker, track, current)
     names = [r["name"] for r in refs]
@@ -235,20 +262,29 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
         tracker.log_metrics(target, step_metrics, step=n)
     tracker.log_owner_maps(run, _owner_maps(state_dir), n)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
-    report = adapters.abs_path(lay.root, current["path"]).parent / "reports"
-    if report.is_dir():
-        tracker.log_dir(run, report, "gx_report")
-    version = tracker.register(run, state_dir, names, state)
+    if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
+        tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
+    version = tracker.register(run, state_dir, adapters.abs_path(lay.root, refs[0]["path"]), names, state)
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
-    return {"model": f"conure-{lineage}", "version": version}
+    model = f"conure-{lineage}"
+    get_run_logger().info(f"registered {model} version {version} (aliases head, tasks-{n}); "
+                          f"MLflow run {tracker.run_url(run)}")
+    prefect_artifact("link", key=artifact_key(lineage, current["name"], "mlflow-run"), link=tracker.run_url(run),
+              link_text=f"MLflow run of '{current['name']}' in lineage '{lineage}'")
+    prefect_artifact("markdown", key=artifact_key(lineage, "model-version"), description=f"{model} after {n} task(s)",
+              markdown=f"### [{model} version {version}]({tracker.version_url(version)})\n\n"
+                       f"Tasks: {', '.join(names)}. Aliases `head`, `tasks-{n}`. Load it with "
+                       f"`mlflow.pyfunc.load_model(\"models:/{model}/{version}\")`, or serve it with "
+                       f"`mlflow models serve -m models:/{model}@head --env-manager local`.\n")
+    return {"model": model, "version": version}
 
 
 def _baseline_key(_ctx, p: dict) -> str:
     return "baseline-" + digest_json([p["strategy"], [r["digest"] for r in p["refs"]], p["preset"], code_version()])
 
 
-@task(name="baseline", cache_key_fn=_baseline_key, result_serializer="json")
+@task(name="baseline", task_run_name=run_name("baseline"), **cached(_baseline_key))
 def baseline(lineage: str, strategy: str, refs: list[dict], preset: dict, track: dict) -> dict:
     """A baseline strategy (SinMo, FineAll, ...) over an ordering, as one step: it keeps no lineage
     states, so its accuracy matrix is its output (logged to MLflow with a heatmap)."""
@@ -258,9 +294,10 @@ def baseline(lineage: str, strategy: str, refs: list[dict], preset: dict, track:
     started = time.perf_counter()
     report = adapters.run_baseline(strategy, preset, data, overrides, progress=progress.emit)
     compute = time.perf_counter() - started
-    tracker = tracker_for(lineage)
+    tracker = _tracker(lineage, track)
     names = [r["name"] for r in refs]
     metrics = [adapters.metric_of(r["kind"]) for r in refs]
+    get_run_logger().info(f"baseline '{strategy}' over {', '.join(names)}: {compute:.1f} s")
     for i, row in enumerate(report["matrix"]):
         tracker.log_metrics(track["flow_run"], {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row)
                                                 if v is not None}, step=i + 1)

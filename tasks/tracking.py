@@ -1,22 +1,30 @@
 """Every MLflow call of the pipeline (MLflow 3): runs, params, metrics, artifacts, datasets, models.
 
-One experiment per lineage; a parent run per flow run; a nested run per task stage. The model
-registry holds ``conure-<lineage>`` with one version per learned task and the aliases ``head``
-(the newest; MLflow reserves the name "latest") and ``tasks-<n>`` (the version after n tasks).
-Uses ``MlflowClient`` with explicit run ids (no fluent active run), so Prefect's threads are safe.
+One experiment per lineage (a backfill logs into its source lineage's experiment, tagged with its
+order and strategy, so one runs table compares them), tagged for MLflow's model-training view; a
+parent run per flow run; a nested run per task stage; context tags (source, git commit, code and
+torch versions, device) on every run. The model registry holds ``conure-<lineage>`` with one
+version per learned task, each an MLflow pyfunc model (``tasks/pyfunc_model.py``), and the aliases
+``head`` (the newest; MLflow reserves the name "latest") and ``tasks-<n>`` (the version after n tasks).
+Uses ``MlflowClient`` with explicit run ids (the one fluent call, ``log_model``, keeps its active run
+per thread), so Prefect's threads are safe.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import re
+import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import Layout, quiet_libraries
+from tasks.settings import REPO, Layout, code_version, quiet_libraries
 
 quiet_libraries()
 
@@ -27,8 +35,13 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 quiet_libraries()  # mlflow resets its logger level on import
 
 HEAD_ALIAS = "head"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")  # the registered model's code (models-from-code)
+# MLflow 3 opens an experiment on its GenAI overview unless this tag says it is model training
+# (values from the UI's bundle: genai_development | custom_model_development)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Creating a SQLite store runs MLflow's migrations (seconds); two threads doing it at once collide.
 _INIT_LOCK = threading.Lock()
+_MODEL_LOCK = threading.Lock()
 
 
 def warm_store(layout: Layout | None = None) -> None:
@@ -47,6 +60,61 @@ def model_name(lineage: str) -> str:
     return f"conure-{lineage}"
 
 
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The checkout's commit, or "" outside a git checkout (e.g. an installed image)."""
+    import subprocess
+
+    if not (REPO / ".git").exists():
+        return ""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def dist_version(name: str) -> str:
+    """An installed distribution's version without importing it ("" when it is not installed)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def context_tags() -> dict[str, str]:
+    """MLflow's context tags (MlflowClient.create_run sets none) plus the versions a result depends on."""
+    import getpass
+
+    tags = {"mlflow.user": getpass.getuser(), "conure.code_version": code_version(),
+            "conure.torch_version": dist_version("torch"), "conure.package_version": dist_version("conure")}
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def source_tags(flow: str) -> dict[str, str]:
+    """Where a flow run came from: a deployment run by a worker (JOB) or a local call (LOCAL)."""
+    from prefect.runtime import deployment, flow_run
+
+    if deployment.id:
+        return {"mlflow.source.type": "JOB", "mlflow.source.name": f"prefect deployment {flow}/{deployment.name}",
+                "prefect.deployment": str(deployment.name)}
+    return {"mlflow.source.type": "LOCAL",
+            "mlflow.source.name": f"prefect flow {flow_run.flow_name or flow} ({Path(sys.argv[0]).name})"}
+
+
+def ui_base() -> str:
+    """The MLflow UI that shows this store: the tracking server, or what `conure ui` starts."""
+    uri = Layout().tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return os.environ.get("CONURE_MLFLOW_UI", "http://127.0.0.1:5000")
+
+
 def flatten(prefix: str, obj: Any) -> dict[str, str]:
     """Nested config -> flat MLflow params ('model.width': '64')."""
     if isinstance(obj, dict):
@@ -60,9 +128,10 @@ def flatten(prefix: str, obj: Any) -> dict[str, str]:
 class Tracker:
     """The MLflow side of one lineage."""
 
-    def __init__(self, lineage: str, layout: Layout | None = None):
+    def __init__(self, lineage: str, layout: Layout | None = None, experiment: str | None = None):
         self.layout = layout or Layout()
         self.lineage = lineage
+        self.experiment_name = experiment or lineage  # a backfill: its source lineage
         self.uri = self.layout.tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         with _INIT_LOCK:
@@ -70,26 +139,36 @@ class Tracker:
             self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
-        exp = self.client.get_experiment_by_name(self.lineage)
+        name = self.experiment_name
+        exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+                for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:"):  # embedded store: artifacts next to it, not in ./mlruns
-            location = (self.layout.artifacts / self.lineage).as_uri()
+            location = (self.layout.artifacts / name).as_uri()
         try:
-            return self.client.create_experiment(self.lineage, artifact_location=location,
-                                                 tags={"conure.lineage": self.lineage})
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={"conure.lineage": name, **EXPERIMENT_KIND})
         except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-            return self.client.get_experiment_by_name(self.lineage).experiment_id
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def runs_url(self, base: str = "") -> str:
         """Where the lineage's runs live in the UI (MLflow 3.17 otherwise opens a GenAI overview)."""
         return f"{base}/#/experiments/{self.experiment_id}/runs"
 
+    def run_url(self, run_id: str) -> str:
+        return f"{ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def version_url(self, version: str) -> str:
+        return f"{ui_base()}/#/models/{model_name(self.lineage)}/versions/{version}"
+
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None,
                   params: dict[str, Any] | None = None) -> str:
-        all_tags = {"conure.lineage": self.lineage, **(tags or {})}
+        all_tags = {**context_tags(), "conure.lineage": self.lineage, **(tags or {})}
         if parent:
             all_tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -101,8 +180,11 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def close_stale_runs(self) -> int:
-        """Runs left RUNNING by a killed process (the caller holds the lineage lock) become KILLED."""
-        stale = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=500)
+        """This lineage's runs left RUNNING by a killed process (the caller holds its lock) become KILLED.
+
+        Only this lineage's: backfills share their source's experiment and run at the same time."""
+        query = f"attributes.status = 'RUNNING' and tags.`conure.lineage` = '{self.lineage}'"
+        stale = self.client.search_runs([self.experiment_id], query, max_results=500)
         for run in stale:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(stale)
@@ -174,14 +256,34 @@ class Tracker:
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
 
     # --- model registry ----------------------------------------------------------------------
-    def register(self, run_id: str, state_dir: Path, tasks: list[str], state_digest: str) -> str:
+    def log_model(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str]):
+        """The state as an MLflow pyfunc model (models-from-code: ``tasks/pyfunc_model.py``) of ``run_id``."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+        signature = ModelSignature(inputs=Schema([ColSpec("string", "user"), ColSpec("string", "task")]),
+                                   params=ParamSchema([ParamSpec("k", "long", 10)]))
+        # explicit requirements: MLflow would otherwise load the model in a subprocess to infer them
+        requirements = [f"{p}=={dist_version(p)}" if dist_version(p) else p for p in ("conure", "mlflow", "torch")]
+        with _MODEL_LOCK, warnings.catch_warnings():  # a fluent call: mlflow's process-wide tracking URI
+            # no input example (MLflow would load and run the model to check it) nor type hints (a signature is given)
+            warnings.filterwarnings("ignore", message=".*(input example|Add type hints).*")
+            mlflow.set_tracking_uri(self.uri)
+            with mlflow.start_run(run_id=run_id):
+                return mlflow.pyfunc.log_model(
+                    name="model", python_model=str(PYFUNC_FILE), signature=signature,
+                    artifacts={"state": str(state_dir), "t1": str(t1_dir)}, pip_requirements=requirements,
+                    model_config={"lineage": self.lineage, "tasks": tasks}, tags={"conure.lineage": self.lineage})
+
+    def register(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str], state_digest: str) -> str:
         """Version of ``conure-<lineage>`` for this state (re-used when already registered) + aliases."""
         name = model_name(self.lineage)
         try:
             self.client.get_registered_model(name)
         except mlflow.exceptions.MlflowException:
             try:
-                self.client.create_registered_model(name, tags={"conure.lineage": self.lineage})
+                self.client.create_registered_model(name, tags={"conure.lineage": self.lineage,
+                                                                "conure.experiment": self.experiment_name})
             except mlflow.exceptions.MlflowException:
                 pass  # created meanwhile
         existing = [v for v in self.client.search_model_versions(f"name='{name}'")
@@ -189,12 +291,12 @@ class Tracker:
         if existing:
             version = existing[0].version
         else:
-            self.log_dir(run_id, state_dir, "state")
-            source = f"{self.client.get_run(run_id).info.artifact_uri}/state"
+            info = self.log_model(run_id, state_dir, t1_dir, tasks)
             mv = self.client.create_model_version(
-                name, source=source, run_id=run_id,
+                name, source=f"models:/{info.model_id}", run_id=run_id, model_id=info.model_id,
                 tags={"state_digest": state_digest, "tasks": ",".join(tasks), "num_tasks": str(len(tasks))},
-                description=f"Conure lineage '{self.lineage}' after {len(tasks)} task(s): {', '.join(tasks)}")
+                description=f"Conure lineage '{self.lineage}' after {len(tasks)} task(s): {', '.join(tasks)}. "
+                            "Input rows: user, task (strings); params: k.")
             version = mv.version
         self.client.set_registered_model_alias(name, HEAD_ALIAS, version)
         self.client.set_registered_model_alias(name, f"tasks-{len(tasks)}", version)

@@ -18,7 +18,6 @@ HOME = Path(tempfile.mkdtemp(prefix="conure-test-home-"))
 atexit.register(shutil.rmtree, HOME, True)
 os.environ["CONURE_HOME"] = str(HOME)
 os.environ["PREFECT_HOME"] = str(HOME / "prefect")
-os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(HOME / "prefect" / "results")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{HOME / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)  # the embedded temporary server, never a real one
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

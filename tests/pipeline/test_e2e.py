@@ -212,5 +212,5 @@ def test_bad_data_stops_before_training_with_gx_report(learned, client, tmp_path
     exp = client.get_experiment_by_name("e2e")
     failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'", max_results=10)
     flow_runs = [r for r in failed if r.data.tags.get("conure.flow") == "learn-task"]
-    assert flow_runs and [a.path for a in client.list_artifacts(flow_runs[0].info.run_id)] == ["gx_report"]
+    assert flow_runs and [a.path for a in client.list_artifacts(flow_runs[0].info.run_id)] == ["gx_report", "validation"]
     shutil.rmtree(bad)

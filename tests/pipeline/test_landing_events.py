@@ -20,7 +20,7 @@ MARKER = "_SUCCESS"
 
 def _landing_entry() -> dict:
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
-    return next(d for d in spec["deployments"] if d["name"] == "landing-watch")
+    return next(d for d in spec["deployments"] if d["name"] == "landing-watch-process")
 
 
 def _folder(landing: Path, name: str, marker: bool) -> Path:
@@ -147,9 +147,9 @@ def test_event_starts_a_sweep_on_a_real_server(tmp_path):
                                             text=True, timeout=300)
             res = run("work-pool", "create", "conure-process", "--type", "process")
             assert res.returncode == 0, res.stdout + res.stderr
-            res = run("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "landing-watch")
+            res = run("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "landing-watch-process")
             assert res.returncode == 0, res.stdout + res.stderr
-            [dep] = _api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["landing-watch"]}}})
+            [dep] = _api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["landing-watch-process"]}}})
             assert dep.get("global_concurrency_limit", {}).get("limit") == 1 or dep["concurrency_limit"] == 1, {k: v for k, v in dep.items() if "concurr" in k}
             autos = _api(url, "/automations/filter", {})
             assert any(a["trigger"].get("expect") == ["conure.landing.ready"] for a in autos), autos

@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _env(home: Path) -> dict:
     env = dict(os.environ, CONURE_HOME=str(home), PREFECT_HOME=str(home / "prefect"),
-               PREFECT_LOCAL_STORAGE_PATH=str(home / "prefect" / "results"),
                MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}", PYTHONUNBUFFERED="1",
                CONURE_TEST_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
     return env
