@@ -2,7 +2,6 @@
 landing-watch deployment declares the trigger (and concurrency limit) that turns it into a sweep."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
