@@ -61,12 +61,10 @@ def learn_tasks(task_dirs: list[str], lineage: str = "default", preset: str | No
 def bundled_task_dirs() -> list[str]:
     """The six bundled MovieLens-100K task folders under CONURE_HOME/bundled (written once)."""
     from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
+    from tasks.durable import bundled_dirs
 
-    dest = Layout().bundled
-    dirs = [dest / n for n in TASK_NAMES]
-    if not all((d / "task.yaml").exists() for d in dirs):
-        dirs = write_bundled_tasks(dest)
-    return [str(d) for d in dirs]
+    # written whole beside the folder, then renamed: a kill mid-write never leaves a task half-written
+    return [str(d) for d in bundled_dirs(Layout().bundled, list(TASK_NAMES), write_bundled_tasks)]
 
 
 @flow(name="run-default", log_prints=False)
