@@ -42,19 +42,20 @@ def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:
     ``point``: crash points ``<point>`` (temp file complete, not renamed) and ``<point>-done``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False) as fh:
+            tmp = Path(fh.name)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if point:
             crash.point(point)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # gone already after the rename; the leftover of a failure otherwise
     fsync_dir(path.parent)
     if point:
         crash.point(f"{point}-done")
