@@ -240,14 +240,14 @@ def predict(lineage: str = LINEAGE,
 @app.command()
 def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.0.0.1."),
        dry_run: bool = typer.Option(False, "--dry-run", help="Print the URL and the command, start nothing.")) -> None:
-    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs."""
-    import subprocess
-
+    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs (until Ctrl-C / SIGTERM)."""
     import tasks  # noqa: F401
     from tasks.settings import Layout
+    from tasks.stores import ensure_tracking_store
     from tasks.tracking import MlflowClient
 
     lay = Layout()
+    ensure_tracking_store(lay.tracking_uri())  # never let the UI server create (and half-make) it
     base = f"http://127.0.0.1:{port}"
     exp = MlflowClient(tracking_uri=lay.tracking_uri()).get_experiment_by_name(lineage)
     url = f"{base}/#/experiments/{exp.experiment_id}/runs" if exp else f"{base}/#/experiments"
@@ -261,7 +261,57 @@ def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.
     if dry_run:
         print(" ".join(cmd))
         return
-    subprocess.run(cmd, check=False)
+    sys.stdout.flush()
+    raise typer.Exit(_run_server(cmd))
+
+
+def _run_server(cmd: list[str]) -> int:
+    """Run a server child in its own process group until it exits; SIGTERM / SIGINT here stop the
+    whole group first (``mlflow ui`` runs its web server as a grandchild), and a killed ``conure``
+    takes the child with it (Linux parent-death signal)."""
+    import signal
+    import subprocess
+
+    from tasks.prefect_server import die_with_parent
+
+    proc = subprocess.Popen(cmd, start_new_session=True,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+
+    def on_signal(signum, _frame):
+        _stop_group(proc)
+        raise SystemExit(128 + signum)
+
+    before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    finally:
+        _stop_group(proc)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _stop_group(proc, grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL what is left after ``grace`` seconds."""
+    import signal
+    import subprocess
+    import time
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the group is gone
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.time() + wait  # the child is gone; give its own children the same grace
+        while time.time() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
 
 
 @app.command()
@@ -272,9 +322,15 @@ def serve(landing: Optional[Path] = typer.Option(None, help="Landing folder (def
     """Serve the deployments locally (landing watch on a schedule, backfills and learning on demand) until Ctrl-C.
 
     Starts a local Prefect server (UI included) for as long as it serves, unless PREFECT_API_URL is set."""
+    import signal
+
     _flows(early_server=False)
     from deployments.serve import serve_all
 
+    def on_term(_signum, _frame):  # as Ctrl-C: serve_all's exits stop the Prefect server child
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval, preset=preset)
 
 

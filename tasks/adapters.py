@@ -184,8 +184,7 @@ def task_kind(task_dir: Path) -> str:
 def bundled_task_dirs(dest: Path) -> list[Path]:
     """The six bundled MovieLens-100K task folders under ``dest``, written on first use, in learning order."""
     from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
+    from tasks.durable import bundled_dirs
 
-    dirs = [dest / n for n in TASK_NAMES]
-    if not all((d / "task.yaml").exists() for d in dirs):
-        dirs = write_bundled_tasks(dest)
-    return dirs
+    # written whole beside the folder, then renamed: a kill mid-write never leaves a task half-written
+    return bundled_dirs(dest, list(TASK_NAMES), write_bundled_tasks)

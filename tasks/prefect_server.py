@@ -24,7 +24,7 @@ from tasks.errors import PipelineError
 _server: dict = {}
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the server gets SIGTERM when `conure` dies, even by ``kill -9`` (no orphan servers)."""
     try:
         import ctypes
@@ -57,7 +57,7 @@ def start_early() -> str | None:
                              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "error", "--lifespan", "on"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}/api"
     _server.update(proc=proc, url=url, log=home / "server.log", ready=False)
     os.environ["PREFECT_API_URL"] = url

@@ -77,6 +77,9 @@ def configure_environment(root: Path | None = None) -> Layout:
     for key, value in env.items():
         os.environ.setdefault(key, value)
     quiet_libraries()
+    from tasks import crash
+
+    crash.install()  # CONURE_CRASH_AT / CONURE_EVENTS (the crash harness); a no-op when unset
     return lay
 
 

@@ -2,7 +2,9 @@
 
 Layout (under ``CONURE_HOME``): ``states/<digest>/`` one saved lineage state each (written to a temp
 folder and renamed, so a crash never leaves half a state); ``lineages/<name>/HEAD.json`` the learned
-tasks in order with the state digest after each prefix; ``lineages/<name>/.lock`` the writer lock.
+tasks in order with the state digest after each prefix (temp file + rename: old or new, never half);
+``lineages/<name>/.lock`` the writer lock (an OS lock: its content is never read, a killed holder
+releases it). Temporaries a killed run left are removed by the next writer (``tasks.durable``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from conure_core.atomic import atomic_write_bytes, publish_dir, staged_dir
+from conure_core.atomic import publish_dir, staged_dir
+from tasks import crash, durable
 from tasks.errors import PipelineError
 from tasks.settings import Layout
 
@@ -64,9 +67,9 @@ class Head(BaseModel):
                             f"{[t.name for t in self.tasks]} (see `conure report --lineage {self.lineage}`).")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, point: str = "") -> None:
     """Write a text file so readers see the old or the new content, never half of it."""
-    atomic_write_bytes(path, text.encode())
+    durable.atomic_write_bytes(path, text.encode(), point)
 
 
 def check_name(name: str) -> str:
@@ -107,7 +110,7 @@ class LineageStore:
 
     def write_head(self, head: Head) -> None:
         head.updated = time.time()
-        atomic_write_text(self.head_path(head.lineage), head.model_dump_json(indent=1))
+        atomic_write_text(self.head_path(head.lineage), head.model_dump_json(indent=1), point="head-write")
 
     def lineages(self) -> list[str]:
         root = self.layout.lineages
@@ -126,6 +129,7 @@ class LineageStore:
         timeout = LOCK_TIMEOUT_S if timeout is None else timeout
         path = self.layout.lineage_dir(check_name(lineage)) / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
+        durable.hold_home(self.layout.root)  # a writer from now on; sweeps a killed run's temporaries
         lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
@@ -152,9 +156,12 @@ class LineageStore:
 
         Content addressing makes this idempotent: a state already stored is kept, the copy dropped.
         """
+        durable.hold_home(self.layout.root)
         with staged_dir(self.layout.states) as tmp:
             digest = save(tmp)
+            crash.point("state-write")
             publish_dir(tmp, self.layout.state_dir(digest))
+            crash.point("state-written")
             return digest
 
     def state_path(self, digest: str) -> Path:

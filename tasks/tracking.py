@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.settings import REPO, Layout, code_version, quiet_libraries
+from tasks.stores import ensure_tracking_store
 
 quiet_libraries()
 
@@ -48,6 +49,7 @@ def warm_store(layout: Layout | None = None) -> None:
     """Create / open the tracking store now (the CLI does it in a thread while Prefect's server boots)."""
     uri = (layout or Layout()).tracking_uri()
     with _INIT_LOCK:
+        ensure_tracking_store(uri)  # created beside its path and renamed whole: a kill cannot brick it
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
@@ -135,6 +137,7 @@ class Tracker:
         self.uri = self.layout.tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         with _INIT_LOCK:
+            ensure_tracking_store(self.uri)
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             self.experiment_id = self._experiment()
 
