@@ -19,6 +19,7 @@ from pathlib import Path
 
 import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks.errors import PipelineError
+from tasks.prefect_server import stop_process
 from tasks.settings import Layout
 
 
@@ -84,11 +85,7 @@ def local_server(timeout: float = 180.0):
             time.sleep(1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace=20)
         log.close()
 
 
