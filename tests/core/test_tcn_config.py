@@ -46,4 +46,4 @@ def test_configs_round_trip_and_overrides():
     with pytest.raises(ConfigError, match="unknown preset"):
         get_preset("huge")
     with pytest.raises(ConfigError, match="user_repr"):
-        ModelConfig(user_repr="mean")
+        ModelConfig(user_repr="median")
