@@ -62,9 +62,10 @@ def _class_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return acc.means()
 
 
-def logistic_baseline(task: TaskData, grid=INVERSE_L2) -> dict:
-    """L2 logistic regression on the bag of T1 items; C chosen by validation accuracy (ties: lower loss)."""
-    x = bag_from_tokens(task.sequences, task.num_items)
+def logistic_baseline(task: TaskData, grid=INVERSE_L2, features: torch.Tensor | None = None) -> dict:
+    """L2 logistic regression on the bag of T1 items (or ``features`` [N, D] per row); C chosen by
+    validation accuracy (ties: lower validation loss)."""
+    x = bag_from_tokens(task.sequences, task.num_items) if features is None else features
     y = task.labels
     tr, va, te = (task.rows(s) for s in ("train", "valid", "test"))
     best = None

@@ -12,6 +12,16 @@ from conure_core.config import ConfigError, Preset, get_preset
 SECTIONS = ("model", "first", "later", "classes")
 
 
+def parse_value(raw: str):
+    """A number when ``raw`` reads as one (YAML 1.1 leaves '1e-3' a string), else YAML."""
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return yaml.safe_load(raw)
+
+
 def apply_sets(preset: Preset, sets: list[str] | None) -> Preset:
     """A copy of ``preset`` with every ``section.field=value`` applied (ConfigError names a bad one)."""
     data = preset.to_dict()
@@ -21,7 +31,7 @@ def apply_sets(preset: Preset, sets: list[str] | None) -> Preset:
         if not sep or not dot or section not in SECTIONS + ("top",):
             raise ConfigError(f"--set {item!r}: write SECTION.FIELD=VALUE with SECTION one of {SECTIONS} "
                               f"(or top.prune_ratios / top.threads).")
-        value = yaml.safe_load(raw)
+        value = parse_value(raw)
         if section == "top":
             data[name] = value
             continue

@@ -106,16 +106,24 @@ LINEAGE = typer.Option("default", "--lineage", "-l", help="Lineage name (one mod
 
 
 @app.command()
-def run(lineage: str = LINEAGE,
+def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
+                                              help="Lineage name (default: 'default', or the suite's name)."),
         preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
+        suite: str = typer.Option("default", help="Bundled suite: default (the six paper-style tasks) or signal "
+                                                   "(history, era, genre, rater: class tasks that carry signal)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
     """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order
-    and print the accuracy matrix. A second run re-uses every step (all cache hits)."""
+    and print the accuracy matrix (``--suite signal``: the signal suite). A second run re-uses every step."""
+    from conure_core.data.suites import check_suite
+
+    check_suite(suite)  # one line naming the valid suites, before any flow starts
+    lineage = lineage or ("default" if suite == "default" else suite)
     learn_mod, _ = _flows()
     home = os.environ.get("CONURE_HOME", ".conure")
-    console.print(f"conure run: lineage '{lineage}', preset '{preset}', run files under {home}", highlight=False)
+    console.print(f"conure run: lineage '{lineage}', suite '{suite}', preset '{preset}', run files under {home}",
+                  highlight=False)
     with StageBars():
-        report = learn_mod.run_default(lineage=lineage, preset=preset)
+        report = learn_mod.run_default(lineage=lineage, preset=preset, suite=suite)
     _emit(report, as_json)
     if not as_json:
         _where(report)

@@ -70,12 +70,14 @@ def learn_tasks(task_dirs: list[str], lineage: str = "default", preset: str | No
     return learn_dirs(lineage, task_dirs, preset, floor, lock_timeout, "learn-tasks")
 
 
-def bundled_task_dirs() -> list[str]:
-    """The six bundled MovieLens-100K task folders under CONURE_HOME/bundled (written once)."""
-    return [str(d) for d in adapters.bundled_task_dirs(Layout().bundled)]
+def bundled_task_dirs(suite: str = "default") -> list[str]:
+    """A bundled MovieLens-100K suite's task folders under CONURE_HOME/bundled (written once):
+    ``default`` (the six paper-style tasks) there, ``signal`` under ``bundled/signal``."""
+    return [str(d) for d in adapters.bundled_task_dirs(Layout().bundled, suite)]
 
 
 @flow(name="run-default", flow_run_name=_run_name, log_prints=False)
-def run_default(lineage: str = "default", preset: str | None = "quick", lock_timeout: float | None = None) -> dict:
-    """The whole default lineage: the six bundled MovieLens-100K tasks, in order."""
-    return learn_dirs(lineage, bundled_task_dirs(), preset, 0.5, lock_timeout, "run-default")
+def run_default(lineage: str = "default", preset: str | None = "quick", lock_timeout: float | None = None,
+                suite: str = "default") -> dict:
+    """A whole bundled lineage, in order: suite ``default`` (six MovieLens-100K tasks) or ``signal``."""
+    return learn_dirs(lineage, bundled_task_dirs(suite), preset, 0.5, lock_timeout, "run-default")

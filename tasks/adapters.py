@@ -181,10 +181,12 @@ def task_kind(task_dir: Path) -> str:
     return load_manifest(Path(task_dir)).kind
 
 
-def bundled_task_dirs(dest: Path) -> list[Path]:
-    """The six bundled MovieLens-100K task folders under ``dest``, written on first use, in learning order."""
-    from conure_core.data.movielens import TASK_NAMES, write_bundled_tasks
+def bundled_task_dirs(bundled: Path, suite: str = "default") -> list[Path]:
+    """A bundled MovieLens-100K suite's task folders (``default`` in ``bundled``, others in
+    ``bundled/<suite>``), written on first use, in learning order."""
+    from conure_core.data.suites import suite_task_names, write_suite
     from tasks.durable import bundled_dirs
 
+    dest = bundled if suite == "default" else bundled / suite
     # written whole beside the folder, then renamed: a kill mid-write never leaves a task half-written
-    return bundled_dirs(dest, list(TASK_NAMES), write_bundled_tasks)
+    return bundled_dirs(dest, list(suite_task_names(suite)), lambda d: write_suite(suite, d))
