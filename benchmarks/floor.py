@@ -13,6 +13,7 @@ subset (T1 always). Readable lines, then the JSON line with ``min_margin_se`` an
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -76,7 +77,11 @@ def run_seed(tasks, overrides, preset, with_dnn: bool, log) -> dict:
     out["conure_best_epochs"] = {f"{s['task']}/{s['stage']}": s["best_epoch"] for s in report.stages}
     if with_dnn:
         started = time.perf_counter()
-        dnn = build_strategy("dnn", preset, tasks[0].num_items, overrides=overrides, item_vocab=list(tasks[0].vocab))
+        # The project's DNN as it is: its user vector stays the bag MLP's output (a user_repr experiment
+        # on the preset is Conure's, not the baseline's).
+        plain = copy.deepcopy(preset)
+        plain.model.user_repr = "separator"
+        dnn = build_strategy("dnn", plain, tasks[0].num_items, overrides=overrides, item_vocab=list(tasks[0].vocab))
         for t in tasks:
             dnn.learn(t)
         out["dnn"] = {t.name: {s: dnn.evaluate(t, s)[METRIC_OF_KIND[t.kind]] for s in ("test", "valid")} for t in tasks}
