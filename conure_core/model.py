@@ -294,6 +294,15 @@ class TaskLoss:
             return grouped_order(self.row_users, generator)
         return torch.randperm(self.num_rows, generator=generator)
 
+    def count(self, idx: torch.Tensor) -> int:
+        """How many terms the mean of ``self(idx)`` is over (T1: non-padding targets; else rows).
+
+        Data-parallel stages weight each rank's gradient by it, so the average is the global batch's mean.
+        """
+        if self.info.kind == "sequence":
+            return int((self.sequences[idx][:, 1:] > 0).sum())
+        return int(idx.numel())
+
     def __call__(self, idx: torch.Tensor, weights: Weights = None) -> torch.Tensor:
         model, cfg, device = self.model, self.cfg, self.model.device
         if self.info.kind == "sequence":
