@@ -20,6 +20,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+from datetime import timedelta
 from typing import Callable, Iterable
 
 import torch
@@ -71,7 +73,10 @@ def init_from_env(backend: str | None = None) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(backend=backend)
+    # Ranks wait in a collective while rank 0 validates: at 646K items that can outlast NCCL's
+    # 10-minute default, so the timeout is long (CONURE_DIST_TIMEOUT seconds, default 2 h).
+    timeout = timedelta(seconds=float(os.environ.get("CONURE_DIST_TIMEOUT", "7200")))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 
@@ -207,8 +212,6 @@ def launch(module: str, args: list[str], nproc: int, on_line: Callable[[str], No
         for line in proc.stderr:
             tail.append(line.rstrip())
             del tail[:-40]
-
-    import threading
 
     reader = threading.Thread(target=drain_stderr, daemon=True)
     reader.start()
