@@ -69,6 +69,27 @@ def item_task(t1: TaskData, labels: int, rows: int, seed: int) -> TaskData:
                     [str(i) for i in range(labels)], t1.num_items)
 
 
+def evaluate_in_parts(lineage: Lineage, task: TaskData, info, device: torch.device, started: float,
+                      part: int = 4096) -> dict[str, float]:
+    """``TaskModel.evaluate`` over slices of ``part`` users, printing progress; metrics weighted by count."""
+    sums: dict[str, float] = {}
+    done = 0
+    for a in range(0, task.sequences.shape[0], part):
+        piece = TaskData(task.name, task.kind, task.sequences[a:a + part], None, task.split[a:a + part], [], [],
+                         task.num_items)
+        m = lineage.model.evaluate(piece, "test", info, None, batch_size=1024)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        for k, v in m.items():
+            if k != "count":
+                sums[k] = sums.get(k, 0.0) + v * m["count"]
+        done += int(m["count"])
+        elapsed = time.perf_counter() - started
+        print(f"  evaluated {done:,} users in {elapsed:.1f} s ({done / elapsed:,.1f} users/s), "
+              f"peak {peak_gib(device):.2f} GiB", flush=True)
+    return {**{k: v / max(done, 1) for k, v in sums.items()}, "count": float(done)}
+
+
 def stage_step_time(lineage: Lineage, task: TaskData, cfg: TrainConfig, steps: int) -> tuple[float, float]:
     """(median seconds of one stage-runner step, loss terms per step) over ``steps`` batches of ``task``."""
     model, policy = lineage.model, lineage.policy
@@ -147,9 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     held_out = t1_task(args.eval_users, args.items, args.length, 2, seed=7)
     info = lineage.model.add_task(held_out, preset.first)
     started = time.perf_counter()
-    metrics = lineage.model.evaluate(held_out, "test", info, None, batch_size=1024)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    metrics = evaluate_in_parts(lineage, held_out, info, device, started)
     seconds = time.perf_counter() - started
     figures.update(eval_s=seconds, eval_users_per_s=metrics["count"] / seconds, eval_peak_gib=peak_gib(device))
     print(f"evaluation: {int(metrics['count']):,} users x {args.items:,} items by full ranking in {seconds:.1f} s = "
