@@ -107,9 +107,9 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
                track: dict) -> dict:
     lay = Layout()
     store = LineageStore(lay)
-    data = adapters.load_task_data(lay.root, ref)
-    cfg = adapters.train_config(preset, index, ref)
     nproc = stage_ranks(stage)
+    data = adapters.load_task_data(lay.root, ref) if nproc == 1 else None  # the ranks load their own
+    cfg = adapters.train_config(preset, index, ref)
     if parent:
         model = adapters.load_lineage(store.state_path(parent)) if nproc == 1 else None
     elif stage == "train" and index == 0:
