@@ -37,3 +37,20 @@ def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()
+
+
+def average_with_an_empty_shard(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Rank 0 has 3 rows and a gradient, rank 1 none: both must end with rank 0's gradient."""
+    from conure_core.distributed import StageSync
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        p = torch.nn.Parameter(torch.zeros(4))
+        q = torch.nn.Parameter(torch.zeros(2))  # no gradient on any rank: must stay None
+        if rank == 0:
+            p.grad = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        total = StageSync().average_grads([p, q], 3 if rank == 0 else 0)
+        Path(out_dir, f"grad{rank}.json").write_text(json.dumps({"grad": p.grad.tolist(), "total": total,
+                                                                  "q_none": q.grad is None}))
+    finally:
+        dist.destroy_process_group()

@@ -37,3 +37,12 @@ def test_two_rank_gloo_lineage(tmp_path, learned, tasks):
         got, single = ranks[0]["final"][task.name][metric], lineage.evaluate(task)[metric]
         assert abs(got - single) <= TOLERANCE, (task.name, got, single)
         assert got > floor * naive_baseline(task)[1][metric], task.name  # as the single-process test asks
+
+
+def test_gradient_average_with_an_empty_shard(tmp_path):
+    from tests.core.ddp_ranks import average_with_an_empty_shard
+
+    mp.spawn(average_with_an_empty_shard, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for r in range(2):
+        got = json.loads((tmp_path / f"grad{r}.json").read_text())
+        assert got == {"grad": [1.0, 2.0, 3.0, 4.0], "total": 3.0, "q_none": True}
