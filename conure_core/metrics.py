@@ -106,14 +106,17 @@ def streamed_ranking(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
         ahead = torch.zeros(hb.shape[0], dtype=torch.int64, device=h.device)
         for j in range(0, items, item_block):
             s = hb @ weight[j:j + item_block].t() + bias[j:j + item_block]
-            cols = torch.arange(j, j + s.shape[1], device=h.device).view(1, -1)
             t = ts.view(-1, 1)
-            before = (s > t) | ((s == t) & (cols < yb.view(-1, 1)))
-            before &= cols != yb.view(-1, 1)
-            ahead += before.sum(1)
-            block_top = s.max(dim=1).values
-            new_top = torch.maximum(top, block_top)
-            sumexp = sumexp * torch.exp(top - new_top) + torch.exp(s - new_top.view(-1, 1)).sum(1)
+            ahead += (s > t).sum(1)
+            ties = s == t
+            if bool(ties.any()):  # rare: equal scores rank the lower index first
+                ties &= torch.arange(j, j + s.shape[1], device=h.device).view(1, -1) < yb.view(-1, 1)
+                ahead += ties.sum(1)
+            own = ((yb >= j) & (yb < j + s.shape[1])).nonzero().flatten()
+            if own.numel():  # the target's own column is never ahead of itself
+                ahead[own] -= (s[own, yb[own] - j] > ts[own]).long()
+            new_top = torch.maximum(top, s.max(dim=1).values)
+            sumexp = sumexp * torch.exp(top - new_top) + s.sub_(new_top.view(-1, 1)).exp_().sum(1)
             top = new_top
         ranks[a:a + row_block] = ahead
         loss += float((top + torch.log(sumexp) - ts).sum(dtype=torch.float64))
