@@ -103,6 +103,13 @@ def _emit(report: dict, as_json: bool) -> None:
 
 
 LINEAGE = typer.Option("default", "--lineage", "-l", help="Lineage name (one model accumulating tasks).")
+NPROC = typer.Option(1, "--nproc", min=1, help="Ranks per training stage: >1 runs each train/retrain stage "
+                                               "data-parallel as a torchrun job (one GPU per rank, or gloo on CPU).")
+
+
+def _use_ranks(nproc: int) -> None:
+    """Every training stage of this command runs on ``nproc`` ranks (read by tasks.steps.stage_ranks)."""
+    os.environ["CONURE_NPROC"] = str(nproc)
 
 
 @app.command()
@@ -111,12 +118,14 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
         preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
         suite: str = typer.Option("default", help="Bundled suite: default (the six paper-style tasks) or signal "
                                                    "(history, era, genre, rater: class tasks that carry signal)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
+        as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+        nproc: int = NPROC) -> None:
     """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order
     and print the accuracy matrix (``--suite signal``: the signal suite). A second run re-uses every step."""
     from conure_core.data.suites import check_suite
 
     check_suite(suite)  # one line naming the valid suites, before any flow starts
+    _use_ranks(nproc)
     lineage = lineage or ("default" if suite == "default" else suite)
     learn_mod, _ = _flows()
     home = os.environ.get("CONURE_HOME", ".conure")
@@ -134,8 +143,10 @@ def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + da
           lineage: str = LINEAGE,
           preset: Optional[str] = typer.Option(None, help="Preset when the lineage is new (default quick)."),
           floor: float = typer.Option(0.5, help="Least share of the task's users known to T1."),
-          as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+          nproc: int = NPROC) -> None:
     """Validate a task folder and teach it to a lineage (the first task of a lineage must be its T1 sequence task)."""
+    _use_ranks(nproc)
     learn_mod, _ = _flows()
     with StageBars():
         report = learn_mod.learn_task(task_dir=str(task_dir), lineage=lineage, preset=preset, floor=floor)
@@ -191,8 +202,10 @@ def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source li
              into: Optional[List[str]] = typer.Option(None, help="Target lineage name per --order "
                                                                  "(default <lineage>--<strategy>--<order>)."),
              parallel: int = typer.Option(1, help="Orderings learned at once."),
-             as_json: bool = typer.Option(False, "--json", help="Print the reports as one JSON list.")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="Print the reports as one JSON list."),
+             nproc: int = NPROC) -> None:
     """Learn other orderings of a lineage's tasks (or a baseline strategy) from a prefix of it, each into its own lineage."""
+    _use_ranks(nproc)
     _, backfill_mod = _flows()
     with StageBars():
         reports = backfill_mod.backfill(lineage=lineage, orders=list(order), strategy=strategy,

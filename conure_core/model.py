@@ -20,7 +20,8 @@ from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
 from conure_core.heads import NextItemHead, build_head
 from conure_core.losses import bpr_loss, class_loss, next_item_loss
-from conure_core.metrics import METRIC_OF_KIND, MetricAccumulator, t1_target_mask, target_ranks
+from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator, streamed_ranking, streamed_topk,
+                                 t1_target_mask, target_ranks)
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator
@@ -207,27 +208,25 @@ class TaskModel:
             # Next items of held-out users, each given everything before it (see ModelConfig.t1_targets).
             seqs = task.sequences[rows]
             for start in range(0, seqs.shape[0], batch_size):
-                batch = seqs[start:start + batch_size].to(self.device)
+                batch = seqs[start:start + batch_size].to(self.device).long()
                 hidden = self.encode(batch[:, :-1], weights)
                 keep = t1_target_mask(batch, self.config.t1_targets)
-                scores, y = head.scores(hidden[keep]), batch[:, 1:][keep] - 1
-                acc.add_loss(scores, y)
-                acc.add_ranks(target_ranks(scores, y))
+                rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1)
             return acc.means()
         uniq, inverse = self.users(task)
         users, row_user = torch.unique(inverse[rows], return_inverse=True)
-        vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device), weights)
+        vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device).long(), weights)
                              for s in range(0, users.numel(), batch_size)]) if users.numel() else None
         labels = task.labels[rows]
         for start in range(0, rows.numel(), batch_size):
             g = vectors[row_user[start:start + batch_size].to(self.device)]
             y = labels[start:start + batch_size].to(self.device)
+            if info.kind == "item":
+                rank_into(acc, head, g, y)
+                continue
             scores = head.scores(g)
             acc.add_loss(scores, y)
-            if info.kind == "item":
-                acc.add_ranks(target_ranks(scores, y))
-            else:
-                acc.add_classes(scores.argmax(dim=1), y)
+            acc.add_classes(scores.argmax(dim=1), y)
         return acc.means()
 
     @torch.no_grad()
@@ -242,7 +241,11 @@ class TaskModel:
         if seqs.dim() == 1:
             seqs = seqs.unsqueeze(0)
         h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights)
-        scores = self.heads[info.name].scores(h)
+        head = self.heads[info.name]
+        if info.kind != "class" and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
+            idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
+            return idx.cpu(), val.cpu()
+        scores = head.scores(h)
         if info.kind == "class":
             scores = torch.softmax(scores, dim=1)
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
@@ -255,6 +258,22 @@ class TaskModel:
     def head_bytes(self, names: list[str] | None = None) -> int:
         heads = self.heads if names is None else {n: self.heads[n] for n in names}
         return tensor_bytes(p for h in heads.values() for p in h.parameters())
+
+
+def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: torch.Tensor) -> None:
+    """Add the cross-entropy and full-ranking ranks of targets ``y`` under ``head`` to ``acc``.
+
+    Up to ``FULL_SCORES`` scores the whole [rows x items] matrix is made at once (as always); past
+    it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
+    """
+    if h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
+        scores = head.scores(h)
+        acc.add_loss(scores, y)
+        acc.add_ranks(target_ranks(scores, y))
+        return
+    ranks, loss = streamed_ranking(head._prep(h).float(), head.weight.float(), head.bias.float(), y)
+    acc.sums["loss"] = acc.sums.get("loss", 0.0) + loss
+    acc.add_ranks(ranks)
 
 
 def grouped_order(row_users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -300,14 +319,23 @@ class TaskLoss:
             return grouped_order(self.row_users, generator)
         return torch.randperm(self.num_rows, generator=generator)
 
+    def count(self, idx: torch.Tensor) -> int:
+        """How many terms the mean of ``self(idx)`` is over (T1: non-padding targets; else rows).
+
+        Data-parallel stages weight each rank's gradient by it, so the average is the global batch's mean.
+        """
+        if self.info.kind == "sequence":
+            return int((self.sequences[idx][:, 1:] > 0).sum())
+        return int(idx.numel())
+
     def __call__(self, idx: torch.Tensor, weights: Weights = None) -> torch.Tensor:
         model, cfg, device = self.model, self.cfg, self.model.device
         if self.info.kind == "sequence":
-            seqs = self.sequences[idx].to(device)
+            seqs = self.sequences[idx].to(device).long()
             hidden = model.encode(seqs[:, :-1], weights)
             return next_item_loss(hidden, seqs[:, 1:], self.head, cfg.sampled_fraction, self.generator)
         users, row_user = torch.unique(self.row_users[idx], return_inverse=True)
-        g = model.user_vectors(self.uniq[users].to(device), weights)[row_user.to(device)]
+        g = model.user_vectors(self.uniq[users].to(device).long(), weights)[row_user.to(device)]
         y = self.labels[idx].to(device)
         if self.sampler is None:
             return class_loss(g, self.head, y, cfg.label_smoothing, cfg.user_dropout, self.generator)

@@ -10,6 +10,7 @@ import torch
 
 from conure_core.config import TrainConfig
 from conure_core.data.types import TaskData
+from conure_core.distributed import StageSync
 from conure_core.seeding import stage_generator
 
 if TYPE_CHECKING:
@@ -47,20 +48,27 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
     ``loss(rows, weights)`` and an epoch's row order ``loss.order(generator)``.
     The weights of the best validation epoch (epoch 0 included: a stage never makes things worse on
     validation) are restored at the end; ``cfg.select`` says what "best" means (``Selection``).
+    Inside a torch.distributed process group of several ranks the stage is data-parallel
+    (``conure_core.distributed``: sharded batches, gradients averaged before the gate).
     """
     started = time.perf_counter()
     generator = stage_generator(model.config.seed, info.index, stage)
     epochs = cfg.stage_epochs.get(stage, cfg.epochs)
+    sync = StageSync.current()  # None on one process: the loop below is then the single-process one
     with policy.reading(info):
         groups = policy.param_groups(model, info, stage, cfg)
         params = [p for g in groups for p in g["params"]]
-        loss = make_loss(generator) if make_loss else model.loss(task, info, cfg, generator)
+        loss_gen = sync.loss_generator(model.config.seed, info.index, stage) if sync else generator
+        loss = make_loss(loss_gen) if make_loss else model.loss(task, info, cfg, loss_gen)
         policy.begin_stage(model, info, stage)
         try:
             @torch.no_grad()
             def validate() -> tuple[float, float]:
+                if sync and not sync.is_main:
+                    return sync.broadcast_floats((float("nan"), float("nan")))
                 m = model.evaluate(task, "valid", info, policy.stage_weights(model, info, stage), cfg.eval_batch_size)
-                return m.get(info.metric, float("nan")), m.get("loss", float("nan"))
+                found = m.get(info.metric, float("nan")), m.get("loss", float("nan"))
+                return sync.broadcast_floats(found) if sync else found
 
             optimiser = torch.optim.Adam(groups, lr=cfg.lr) if params else None
             best = Selection(cfg.select, validate(), params)
@@ -73,15 +81,22 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                 total, batches = 0.0, 0
                 for start in range(0, loss.num_rows, cfg.batch_size):
                     optimiser.zero_grad(set_to_none=True)
-                    value = loss(rows[start:start + cfg.batch_size], policy.stage_weights(model, info, stage))
-                    value.backward()
+                    if sync:
+                        total += _parallel_step(sync, loss, rows[start:start + cfg.batch_size], params,
+                                                policy.stage_weights(model, info, stage))
+                    else:
+                        value = loss(rows[start:start + cfg.batch_size], policy.stage_weights(model, info, stage))
+                        value.backward()
+                        total += float(value.detach())
                     policy.gate(model)
                     model.zero_reserved_grads()
                     optimiser.step()
-                    total += float(value.detach())
                     batches += 1
                 current = validate()
-                history.append(Selection.entry(task.name, stage, epoch, total / max(batches, 1), current, info.metric))
+                mean_loss = total / max(batches, 1)
+                if sync:
+                    mean_loss = sync.mean(mean_loss, 1)
+                history.append(Selection.entry(task.name, stage, epoch, mean_loss, current, info.metric))
                 _report(progress, history[-1])
                 if not cfg.keep_best:
                     best.keep(current, epoch)
@@ -99,6 +114,24 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                        "valid": best.valid[0], "valid_loss": best.valid[1], "select": cfg.select,
                        "metric": info.metric, "epochs_run": result.epochs_run, "seconds": result.seconds})
     return result
+
+
+def _parallel_step(sync: StageSync, loss, batch_rows: torch.Tensor, params: list[torch.Tensor], weights) -> float:
+    """Forward + backward of this rank's shard of a global batch, then the cross-rank gradient mean.
+
+    Each rank's gradient is weighted by how many terms its loss averages (``loss.count``, rows when
+    the loss has none), so the mean is the global batch's. Returns this rank's share of the batch loss
+    times the world size (the epoch's mean over ranks is then the mean of the global batches' losses).
+    """
+    mine = sync.shard(batch_rows)
+    count = (loss.count(mine) if hasattr(loss, "count") else int(mine.numel())) if mine.numel() else 0
+    value = 0.0
+    if count:
+        out = loss(mine, weights)
+        out.backward()
+        value = float(out.detach()) * count
+    total = sync.average_grads(params, count)
+    return value * sync.world / total if total else 0.0
 
 
 def _report(progress: Progress | None, event: dict) -> None:

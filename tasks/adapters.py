@@ -88,17 +88,17 @@ def load_task_data(home: Path, ref: dict):
     return load_task(abs_path(home, ref["path"]))
 
 
-def new_lineage(model_cfg: dict, task):
+def new_lineage(model_cfg: dict, task, device=None):
     from conure_core.config import ModelConfig
     from conure_core.lineage import Lineage
 
-    return Lineage.new(ModelConfig.from_dict(model_cfg), task.num_items, list(task.vocab))
+    return Lineage.new(ModelConfig.from_dict(model_cfg), task.num_items, list(task.vocab), device=device)
 
 
-def load_lineage(state_dir: Path):
+def load_lineage(state_dir: Path, device=None):
     from conure_core.checkpoint import load_state
 
-    return load_state(state_dir / STATE_FILE)
+    return load_state(state_dir / STATE_FILE, device=device)
 
 
 def save_lineage(lineage, tmp_dir: Path) -> str:

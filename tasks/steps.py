@@ -41,8 +41,11 @@ def _ingest_key(_ctx, p: dict) -> str:
 def stage_key(stage: str, p: dict) -> str:
     """Cache key of one stage: parent state, data digest, model + train config, position, code."""
     cfg = adapters.train_config(p["preset"], p["index"], p["ref"])
-    return f"{stage}-" + digest_json({"parent": p["parent"], "data": p["ref"]["digest"], "model": p["preset"]["model"],
-                                      "train": cfg.to_dict(), "index": p["index"], "code": code_version()})
+    key = {"parent": p["parent"], "data": p["ref"]["digest"], "model": p["preset"]["model"],
+           "train": cfg.to_dict(), "index": p["index"], "code": code_version()}
+    if stage_ranks(stage) > 1:  # N ranks sum floats in another order: another state, another key
+        key["ranks"] = stage_ranks(stage)
+    return f"{stage}-" + digest_json(key)
 
 
 def _eval_key(_ctx, p: dict) -> str:
@@ -122,21 +125,23 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
                track: dict) -> dict:
     lay = Layout()
     store = LineageStore(lay)
-    data = adapters.load_task_data(lay.root, ref)
+    nproc = stage_ranks(stage)
+    data = adapters.load_task_data(lay.root, ref) if nproc == 1 else None  # the ranks load their own
     cfg = adapters.train_config(preset, index, ref)
     if parent:
-        model = adapters.load_lineage(store.state_path(parent))
+        model = adapters.load_lineage(store.state_path(parent)) if nproc == 1 else None
     elif stage == "train" and index == 0:
-        model = adapters.new_lineage(preset["model"], data)
+        model = adapters.new_lineage(preset["model"], data) if nproc == 1 else None
     else:
         raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
     tracker = _tracker(lineage, track)
     log = get_run_logger()
+    device = str(model.device) if model is not None else f"torchrun x{nproc}"
     log.info(f"{stage} '{ref['name']}' (task {index + 1} of lineage '{lineage}') from state "
-             f"{(parent or 'new')[:12]}, {cfg.stage_epochs.get(stage, 0)} epoch(s), device {model.device}")
+             f"{(parent or 'new')[:12]}, {cfg.stage_epochs.get(stage, 0)} epoch(s), device {device}")
     run = tracker.start_run(f"{ref['name']}/{stage}", parent=task_run(tracker, track, ref),
                             tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.stage": stage,
-                                  "conure.parent_state": parent or "", "conure.device": str(model.device)},
+                                  "conure.parent_state": parent or "", "conure.device": device},
                             params={"task": ref["name"], "kind": ref["kind"], "stage": stage,
                                     "strategy": track.get("strategy", "conure"), "prune_ratio": cfg.prune_ratio,
                                     "index": index, "config": {"model": preset["model"], "train": cfg.to_dict()}})
@@ -153,7 +158,9 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
 
     started = time.perf_counter()
     try:
-        if stage == "train":
+        if nproc > 1:  # torchrun job: its rank 0 stored the state; MLflow logging stays here
+            result, digest, free = run_on_ranks(stage, index, ref, parent, preset, nproc, on_event)
+        elif stage == "train":
             result = model.train(data, cfg, progress=on_event).to_dict()
         elif stage == "prune":
             ratio, curve = model.choose_prune_ratio(data, cfg, on_event) if cfg.prune_auto else (cfg.prune_ratio, [])
@@ -167,8 +174,9 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
             result = model.retrain(data, cfg, progress=on_event).to_dict()
         compute = time.perf_counter() - started
         epochs_log.flush()
-        digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
-        free = model.free_capacity()
+        if nproc == 1:
+            digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
+            free = model.free_capacity()
         tracker.log_metrics(run, {"compute_seconds": compute, "free_capacity/total": free["total"],
                                   **{f"free_capacity/{k}": v for k, v in free.items() if k != "total"}},
                             step=track["step"])
@@ -183,6 +191,43 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
              + (f", kept {result['kept']} weights" if stage == "prune" else ""))
     progress.emit({"event": "stage_end", "task": ref["name"], "stage": stage, "seconds": compute})
     return {"stage": stage, "state": digest, "compute_s": compute, "free_capacity": free, "result": result}
+
+
+def stage_ranks(stage: str) -> int:
+    """Ranks a training stage runs on: ``CONURE_NPROC`` (``conure ... --nproc N``), 1 for prune."""
+    import os
+
+    raw = os.environ.get("CONURE_NPROC", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise PipelineError(f"CONURE_NPROC={raw!r} is not a positive whole number; set it (or --nproc) to 1, 2, ...")
+    return 1 if stage == "prune" else int(raw)
+
+
+def run_on_ranks(stage: str, index: int, ref: dict, parent: str | None, preset: dict, nproc: int,
+                 on_event) -> tuple[dict, str, dict]:
+    """Run one training stage as a ``torchrun`` job of ``nproc`` ranks (``tasks.stage_worker``) and wait.
+
+    Returns (stage result, state digest rank 0 stored, free capacity); a rank that dies fails the
+    step with one sentence (``conure_core.distributed.launch``), and nothing is stored.
+    """
+    import json
+    import tempfile
+
+    from conure_core.distributed import launch
+    from tasks.stage_worker import EVENT
+
+    with tempfile.TemporaryDirectory(prefix="conure-ranks-") as tmp:
+        spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec.write_text(json.dumps({"stage": stage, "index": index, "ref": ref, "parent": parent, "preset": preset,
+                                    "out": str(out)}))
+
+        def on_line(line: str) -> None:
+            if line.startswith(EVENT):
+                on_event(json.loads(line[len(EVENT):]))
+
+        launch("tasks.stage_worker", [str(spec)], nproc, on_line)
+        done = json.loads(out.read_text())
+    return done["result"], done["state"], done["free_capacity"]
 
 
 @task(name="train", task_run_name=run_name("train"), **cached(lambda c, p: stage_key("train", p)))

@@ -22,12 +22,23 @@ def read_meta(prepared_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def left_pad(values: np.ndarray, offsets: np.ndarray, length: int) -> torch.Tensor:
-    """int64 [N, length] with each list's last ``length`` values right-aligned, 0 on the left."""
+# Token matrices above this many entries are held as int32 (half of int64: 1.47M users x 100 is
+# 0.59 GiB instead of 1.18 GiB); the learner widens each batch to int64 on its device. Smaller ones
+# stay int64, as they always were.
+INT32_ENTRIES = 1 << 26
+
+
+def token_dtype(entries: int, num_tokens: int) -> np.dtype:
+    """int32 for a large matrix whose token ids fit, else int64."""
+    return np.dtype(np.int32) if entries > INT32_ENTRIES and num_tokens < 2**31 - 1 else np.dtype(np.int64)
+
+
+def left_pad(values: np.ndarray, offsets: np.ndarray, length: int, dtype=np.int64) -> torch.Tensor:
+    """[N, length] of ``dtype`` with each list's last ``length`` values right-aligned, 0 on the left."""
     n = len(offsets) - 1
     starts = np.maximum(offsets[:-1], offsets[1:] - length)
     kept = offsets[1:] - starts
-    out = np.zeros(n * length, dtype=np.int64)
+    out = np.zeros(n * length, dtype=dtype)
     row = np.repeat(np.arange(n, dtype=np.int64), kept)
     first = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(kept, out=first[1:])
@@ -38,11 +49,12 @@ def left_pad(values: np.ndarray, offsets: np.ndarray, length: int) -> torch.Tens
 
 
 def t1_sequences(t1_dir: Path, length: int) -> torch.Tensor:
-    """The padded token matrix of a prepared T1 folder."""
+    """The padded token matrix of a prepared T1 folder (int32 when large, see ``INT32_ENTRIES``)."""
     col = pq.read_table(Path(t1_dir) / DATA, columns=["tokens"])["tokens"].combine_chunks()
     offsets = col.offsets.to_numpy().astype(np.int64)
-    values = col.flatten().to_numpy().astype(np.int64)  # flatten() honours a sliced offset
-    return left_pad(values, offsets - offsets[0], length)
+    dtype = token_dtype(len(col) * length, int(read_meta(t1_dir)["num_items"]) + 2)
+    values = col.flatten().to_numpy().astype(dtype, copy=False)  # flatten() honours a sliced offset
+    return left_pad(values, offsets - offsets[0], length, dtype)
 
 
 def load_task(prepared_dir: Path, t1_dir: Path | None = None) -> TaskData:

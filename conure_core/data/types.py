@@ -19,7 +19,8 @@ TRAIN, VALID, TEST = 0, 1, 2
 class TaskData:
     """One task's rows as tensors (CPU; the learner moves batches to its device).
 
-    sequences: int64 [N, L], each row a user's T1 sequence, left-padded with 0, oldest first.
+    sequences: int64 [N, L] (int32 past 2^26 entries, see prepared.INT32_ENTRIES), each row a user's T1
+        sequence, left-padded with 0, oldest first.
     labels: int64 [N] label ids 0..K-1 for item/class tasks; None for the sequence task (T1),
         whose target is the next item at every position.
     split: int8 [N] with TRAIN / VALID / TEST (80/5/15 by a seeded hash; by user for T1).
