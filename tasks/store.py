@@ -170,6 +170,10 @@ class LineageStore:
                                 "re-run the flow to rebuild it.")
         return self.layout.state_dir(digest)
 
+    def prepared_abs(self, task: LearnedTask) -> Path:
+        """The absolute folder of a learned task's prepared table (paths in HEAD are relative to the home)."""
+        return self.layout.root / task.prepared_path
+
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))

@@ -25,7 +25,8 @@ def test_a_dead_rank_fails_the_job_clearly(tmp_path):
 
 
 def test_all_ranks_succeeding_returns(tmp_path):
-    (tmp_path / "fine.py").write_text("import os\nprint('ok', os.environ['RANK'], flush=True)\n")
+    # one os.write per line: two ranks share the pipe, and a line written in one call stays whole
+    (tmp_path / "fine.py").write_text("import os\nos.write(1, f\"ok {os.environ['RANK']}\\n\".encode())\n")
     seen: list[str] = []
     launch("fine", [], 2, on_line=seen.append, env={"PYTHONPATH": str(tmp_path)})
     assert sorted(seen) == ["ok 0", "ok 1"]

@@ -29,7 +29,7 @@ def test_prefect_yaml_entrypoints_are_flows():
         params = set(flow.parameters.properties)
         assert set(d.get("parameters", {})) <= params, (d["name"], params)
     watch = spec["deployments"][0]
-    assert watch["schedules"] == [{"interval": 300}] and watch["concurrency_limit"] == 1
+    assert watch["schedules"] == [{"interval": 300}] and watch["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
 
 
 def test_served_deployments_match():
