@@ -87,7 +87,8 @@ def _stop_and_check(proc: subprocess.Popen, url: str, port: int, sig: int) -> No
         s.listen()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes the same path as SIGTERM (one handler); it runs with -m slow to keep the default suite short.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_ui_stops_its_mlflow_server(tmp_path, sig):
     port = _free_port()
     proc = _start(tmp_path / "home", "ui", "--port", str(port))
