@@ -7,7 +7,7 @@ from conure_core.distributed import DistributedError, launch
 
 RANK_DIES = '''
 import os, sys
-print("rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE"], flush=True)
+os.write(1, f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n".encode())  # one write: ranks share the pipe
 if os.environ["RANK"] == "1":
     raise SystemExit("rank 1 ran out of memory")
 '''
