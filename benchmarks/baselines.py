@@ -17,20 +17,18 @@ import torch
 import torch.nn.functional as F
 
 from conure_core.data.types import TaskData
-from conure_core.metrics import METRIC_OF_KIND, MetricAccumulator, t1_target_mask, target_ranks
+from conure_core.metrics import METRIC_OF_KIND, MetricAccumulator, target_ranks
 from conure_core.naive import naive_baseline
+from conure_core.wide import bag_of_items, fit_transitions, table_mrr
 
 INVERSE_L2 = (0.01, 0.03, 0.1, 0.3, 1.0)  # as scikit-learn's C: loss sum + ||W||^2 / (2 C)
 SHRINK = (1.0, 10.0, 100.0)
-DECAY = (1.0, 0.8, 0.5)
 POP_POWER = (0.0, 0.5)  # label-side normalisation of the co-occurrence (0: none; 0.5: cosine-like)
 
 
 def bag_from_tokens(sequences: torch.Tensor, num_items: int) -> torch.Tensor:
     """0/1 bag [N, num_items] of each row's item tokens (1..V -> columns 0..V-1; pad/separator dropped)."""
-    bag = torch.zeros(sequences.shape[0], num_items + 2)
-    bag.scatter_(1, sequences, 1.0)
-    return bag[:, 1:num_items + 1].contiguous()
+    return bag_of_items(sequences, num_items).contiguous()
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, inverse_l2: float):
@@ -118,45 +116,17 @@ def _rows_mrr(task: TaskData, split: str, user_scores: torch.Tensor, inverse: to
     return acc.means()["mrr@5"]
 
 
-def sequence_cooccurrence(task: TaskData, t1_targets: str = "all", shrinks=SHRINK, decays=DECAY) -> dict:
-    """Item-kNN for T1: C[i, j] = train users with i before j; a prefix scores sum_t decay^(age) C[x_t] / (n_i + shrink)."""
-    seqs = task.sequences[task.rows("train")]
-    v = task.num_items
-    counts = torch.zeros(v + 1, v + 1)
-    length = seqs.shape[1]
-    later = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
-    for start in range(0, seqs.shape[0], 256):  # chunks of users bound the [B, L, L] pair tensor
-        s = seqs[start:start + 256]
-        keep = later & (s.unsqueeze(2) > 0) & (s.unsqueeze(1) > 0)
-        a = s.unsqueeze(2).expand(-1, -1, length)[keep]
-        b = s.unsqueeze(1).expand(-1, length, -1)[keep]
-        counts.index_put_((a, b), torch.ones(a.numel()), accumulate=True)
-    holders = bag_from_tokens(seqs, v).sum(0)
-    best = None
-    for shrink in shrinks:
-        sim = torch.zeros(v + 1, v)
-        sim[1:] = counts[1:, 1:] / (holders.unsqueeze(1) + shrink)
-        for decay in decays:
-            valid = _sequence_mrr(task, "valid", sim, decay, t1_targets)
-            if best is None or valid > best[0]:
-                best = (valid, {"shrink": shrink, "decay": decay}, sim)
-    valid, params, sim = best
-    return {"name": "cooccur", "params": params, "valid": valid,
-            "test": _sequence_mrr(task, "test", sim, params["decay"], t1_targets)}
+def sequence_cooccurrence(task: TaskData, t1_targets: str = "all") -> dict:
+    """Item-kNN for T1: C[i, j] = train users with i before j; a prefix scores sum_t decay^(age) C[x_t] / (n_i + shrink).
 
-
-def _sequence_mrr(task: TaskData, split: str, sim: torch.Tensor, decay: float, t1_targets: str) -> float:
-    """MRR@5 over the same T1 targets as ``Lineage.evaluate``: scores at position t predict token t + 1."""
-    seqs = task.sequences[task.rows(split)]
-    keep = t1_target_mask(seqs, t1_targets)
-    acc = MetricAccumulator()
-    state = torch.zeros(seqs.shape[0], sim.shape[1])
-    for t in range(seqs.shape[1] - 1):  # over positions (<= max_len), vectorised over users
-        state = decay * state + sim[seqs[:, t]]
-        mask = keep[:, t]
-        if mask.any():
-            acc.add_ranks(target_ranks(state[mask], seqs[mask, t + 1] - 1))
-    return acc.means()["mrr@5"]
+    The same table (and choice of shrink and decay on validation) as T1's wide part
+    (``conure_core.wide``, ``ModelConfig.t1_wide="cooccur"``), scored alone.
+    """
+    fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")], task.num_items,
+                          t1_targets)
+    test = table_mrr(fit["table"], task.sequences[task.rows("test")], fit["decay"], t1_targets)
+    return {"name": "cooccur", "params": {"shrink": fit["shrink"], "decay": fit["decay"]}, "valid": fit["valid"],
+            "test": test}
 
 
 def naive(task: TaskData, t1_targets: str = "all") -> dict:

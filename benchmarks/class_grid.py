@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks.common import emit
 
 # Model fields that change T1 itself (a new T1 per value); the others only shape later tasks' user vector.
-LATER_ONLY_MODEL = ("user_repr", "head_norm")
+LATER_ONLY_MODEL = ("user_repr", "class_repr", "head_norm")
 
 
 def parse(argv):

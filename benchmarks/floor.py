@@ -77,10 +77,10 @@ def run_seed(tasks, overrides, preset, with_dnn: bool, log) -> dict:
     out["conure_best_epochs"] = {f"{s['task']}/{s['stage']}": s["best_epoch"] for s in report.stages}
     if with_dnn:
         started = time.perf_counter()
-        # The project's DNN as it is: its user vector stays the bag MLP's output (a user_repr experiment
-        # on the preset is Conure's, not the baseline's).
+        # The project's DNN as it is: its user vector stays the bag MLP's output and its T1 has no
+        # wide part (user_repr / class_repr / t1_wide on the preset are Conure's, not the baseline's).
         plain = copy.deepcopy(preset)
-        plain.model.user_repr = "separator"
+        plain.model.user_repr, plain.model.class_repr, plain.model.t1_wide = "separator", None, "none"
         dnn = build_strategy("dnn", plain, tasks[0].num_items, overrides=overrides, item_vocab=list(tasks[0].vocab))
         for t in tasks:
             dnn.learn(t)

@@ -5,7 +5,7 @@ The split is built from the bundled MovieLens-100K exactly as RecBole's run of N
 ties, each user's last 30, users with >= 5 clicks (907 users, 1,432 items); leave-one-out: train on
 x1..x(n-2) (next item at every position), select the epoch on x(n-1), test on x(n); full ranking
 over all items, seen items not masked. Only T1's train stage runs (no pruning). Prints test
-MRR@5 / NDCG@5 / HR@5 per seed, most-popular and item co-occurrence on the same split, seconds per
+MRR@5 / NDCG@5 / HR@5 per seed (and the TCN's own logits alone, when T1 has a wide part), most-popular and item co-occurrence on the same split, seconds per
 epoch and training seconds to the best epoch, beside RecBole's figures; then the JSON line.
 """
 from __future__ import annotations
@@ -70,7 +70,11 @@ def train_one(task, preset, quiet: bool) -> dict:
     lineage = Lineage.new(preset.model, task.num_items, list(task.vocab))
     result = lineage.train(task, preset.train_config(0), log)
     test = lineage.evaluate(task, "test")
-    return {"test": {k: test[k] for k in ("mrr@5", "ndcg@5", "hr@5")}, "best_epoch": result.best_epoch,
+    info = lineage.info(task.name)
+    with lineage.model.deep_only(info):  # the TCN's own logits, without T1's wide part
+        deep = lineage.evaluate(task, "test")["mrr@5"]
+    return {"test": {k: test[k] for k in ("mrr@5", "ndcg@5", "hr@5")}, "tcn_test": deep, "wide": info.wide,
+            "best_epoch": result.best_epoch,
             "best_valid": result.best_valid, "epochs_run": result.epochs_run, "train_s": result.seconds,
             "s_per_epoch": result.seconds / max(result.epochs_run, 1), "s_to_best": stamps.get(result.best_epoch, 0.0)}
 
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         r = runs[-1]
         print(f"seed {seed}: test mrr@5 {r['test']['mrr@5']:.4f} ndcg@5 {r['test']['ndcg@5']:.4f} hr@5 "
               f"{r['test']['hr@5']:.4f}; best epoch {r['best_epoch']}/{r['epochs_run']} (valid {r['best_valid']:.4f}), "
-              f"{r['s_per_epoch']:.1f} s/epoch, {r['s_to_best']:.0f} s to the best epoch", flush=True)
+              f"{r['s_per_epoch']:.1f} s/epoch, {r['s_to_best']:.0f} s to the best epoch; the TCN alone "
+              f"{r['tcn_test']:.4f}" + (f", wide part {r['wide']}" if r["wide"] else ""), flush=True)
     mean = {k: float(np.mean([r["test"][k] for r in runs])) for k in ("mrr@5", "ndcg@5", "hr@5")}
     std = float(np.std([r["test"]["mrr@5"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
     print(f"ours ({args.preset}): test mrr@5 {mean['mrr@5']:.4f} +- {std:.4f}, ndcg@5 {mean['ndcg@5']:.4f}, "
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: test mrr@5 {value:.4f}")
     figures = {"users": users, "items": task.num_items, "mrr@5": mean["mrr@5"], "mrr@5_std": std,
                "ndcg@5": mean["ndcg@5"], "hr@5": mean["hr@5"], "popularity_mrr@5": pop["test"],
-               "cooccur_mrr@5": co["test"],
+               "cooccur_mrr@5": co["test"], "tcn_mrr@5": float(np.mean([r["tcn_test"] for r in runs])),
                "s_per_epoch": float(np.mean([r["s_per_epoch"] for r in runs])),
                "s_to_best": float(np.mean([r["s_to_best"] for r in runs])),
                "train_s": float(np.mean([r["train_s"] for r in runs])),

@@ -20,6 +20,7 @@ from safetensors.torch import save as st_save
 from conure_core.atomic import atomic_write_bytes, sha256_file
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage, TaskInfo
+from conure_core.model import head_shape
 from conure_core.heads import build_head
 
 FORMAT = "conure-lineage/1"
@@ -43,7 +44,8 @@ def state_bytes(lineage: Lineage) -> bytes:
     for name, owner in lineage.ownership.maps.items():
         tensors[f"owner.{name}"] = owner.detach().cpu().contiguous()
     for i, info in enumerate(lineage.infos):
-        for name, p in lineage.heads[info.name].named_parameters():
+        head = lineage.heads[info.name]
+        for name, p in [*head.named_parameters(), *head.named_buffers()]:
             tensors[f"head.{i}.{name}"] = p.detach().cpu().contiguous()
     meta = json.dumps(lineage_meta(lineage), sort_keys=True, separators=(",", ":"))
     return st_save(tensors, metadata={"conure": meta})
@@ -109,7 +111,10 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
                 owner.copy_(tensors[f"owner.{name}"])
             for i, raw in enumerate(meta["tasks"]):
                 info = TaskInfo(**raw)
-                head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm).to(lineage.device)
+                head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm,
+                                  **head_shape(config, info.kind, lineage.num_items)).to(lineage.device)
+                for name, buf in head.named_buffers():
+                    buf.copy_(tensors[f"head.{i}.{name}"])
                 for name, p in head.named_parameters():
                     p.copy_(tensors[f"head.{i}.{name}"])
                     p.requires_grad_(False)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conure_core.wide import decayed_scores
+
 HEAD_KINDS = ("sequence", "item", "class")
 
 
@@ -16,23 +18,50 @@ class NextItemHead(nn.Module):
     kind = "sequence"
 
     def __init__(self, width: int, num_labels: int, generator: torch.Generator | None = None,
-                 prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False) -> None:
+                 prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
+                 bag: int = 0, wide_items: int = 0) -> None:
         super().__init__()
         # normalize: a parameter-free LayerNorm on the user vector (the backbone has no final LN, so
         # g's scale drifts with depth; a linear probe on standardised g beat the raw one on gender).
         self.normalize = normalize
+        self.width = width
         std = init_scale / math.sqrt(width)
-        self.weight = nn.Parameter(torch.randn(num_labels, width, generator=generator) * std)
+        weight = torch.randn(num_labels, width, generator=generator) * std
+        # bag: the input ends with a 0/1 bag of ``bag`` T1 items (user_repr / class_repr "mean_bag"); its weights
+        # start at zero, as a logistic regression fitted from zeros, and are never normalised.
+        self.weight = nn.Parameter(torch.cat([weight, torch.zeros(num_labels, bag)], dim=1))
         # Bias starts at the log label frequency of the TRAIN split when given ("init well": the head
         # starts as the popularity / class-prior model and training adds the user-dependent part).
         bias = torch.zeros(num_labels) if prior is None else torch.log(prior.double() + 1.0).float()
         self.bias = nn.Parameter(bias)
+        # wide_items: T1's item-to-item table (conure_core.wide), fitted on T1's train split, not learned;
+        # the head adds wide_scale * its decayed prefix scores to the TCN's logits (0: the TCN alone).
+        self.wide = wide_items > 0
+        self.deep_only = False  # set while a T1 stage trains and selects the TCN on its own logits
+        if self.wide:
+            self.register_buffer("wide_table", torch.zeros(wide_items + 2, num_labels))
+            self.register_buffer("wide_decay", torch.ones(()))
+            self.register_buffer("wide_scale", torch.zeros(()))
 
     def _prep(self, h: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(h, h.shape[-1:], eps=1e-5) if self.normalize else h
+        if not self.normalize:
+            return h
+        if h.shape[-1] == self.width:
+            return F.layer_norm(h, h.shape[-1:], eps=1e-5)
+        deep, bag = h[..., :self.width], h[..., self.width:]
+        return torch.cat([F.layer_norm(deep, deep.shape[-1:], eps=1e-5), bag], dim=-1)
 
-    def scores(self, h: torch.Tensor) -> torch.Tensor:
-        return self._prep(h) @ self.weight.t() + self.bias
+    def scores(self, h: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [N, K] of inputs h [N, C]; ``offset`` [N, K] (T1's wide scores) is added."""
+        logits = self._prep(h) @ self.weight.t() + self.bias
+        return logits if offset is None else logits + offset
+
+    def wide_scores(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """T1 only: scale * decayed table scores [B, L, V] of token prefixes [B, L]; None when the head
+        has no table, its scale is 0, or it is ``deep_only``."""
+        if not self.wide or self.deep_only or float(self.wide_scale) == 0.0:
+            return None
+        return self.wide_scale * decayed_scores(self.wide_table, tokens, float(self.wide_decay))
 
     def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""
@@ -52,13 +81,16 @@ class ClassHead(NextItemHead):
 
 
 def build_head(kind: str, width: int, num_labels: int, generator: torch.Generator | None = None,
-               prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False) -> NextItemHead:
+               prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
+               bag: int = 0, wide_items: int = 0) -> NextItemHead:
     """A fresh head of ``kind`` ("sequence" | "item" | "class") with ``num_labels`` outputs.
 
     ``prior``: train-split label counts for the bias init; ``init_scale`` scales the N(0, 1/C) weights;
-    ``normalize``: parameter-free LayerNorm on the user vector (item / class tasks only).
+    ``normalize``: parameter-free LayerNorm on the user vector (item / class tasks only);
+    ``bag``: items of a 0/1 bag appended to the user vector; ``wide_items``: T1's transition table size.
     """
     classes = {"sequence": NextItemHead, "item": ItemHead, "class": ClassHead}
     if kind not in classes:
         raise ValueError(f"task kind {kind!r} has no head; use one of {HEAD_KINDS}.")
-    return classes[kind](width, num_labels, generator, prior, init_scale, normalize and kind != "sequence")
+    return classes[kind](width, num_labels, generator, prior, init_scale, normalize and kind != "sequence",
+                         bag, wide_items)

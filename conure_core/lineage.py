@@ -81,8 +81,8 @@ class Lineage(Learner):
     def encode(self, tokens: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
         return self.model.encode(tokens, weights)
 
-    def user_vectors(self, sequences: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
-        return self.model.user_vectors(sequences, weights)
+    def user_vectors(self, sequences: torch.Tensor, weights: dict | None = None, kind: str = "item") -> torch.Tensor:
+        return self.model.user_vectors(sequences, weights, kind)
 
     def drop_cache(self) -> None:
         """Forget cached per-task tensors and effective weights (e.g. before a deepcopy)."""
@@ -146,7 +146,8 @@ class Lineage(Learner):
         chosen ratio's trial is exactly what ``prune`` + ``retrain`` will give); none passing -> ``cfg.prune_ratio``.
         """
         info = self._guard("prune", task.name)
-        reference = self.model.evaluate(task, "valid", info, self.task_weights(info), cfg.eval_batch_size)[info.metric]
+        with self.model.deep_only(info):  # as the trials' stages select: T1 on its TCN's own logits
+            reference = self.model.evaluate(task, "valid", info, self.task_weights(info), cfg.eval_batch_size)[info.metric]
         floor = reference - cfg.prune_epsilon * abs(reference)
         self.drop_cache()
         curve = []

@@ -25,6 +25,7 @@ from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator,
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator
+from conure_core.wide import MAX_WIDE_ITEMS, SCALE, bag_of_items, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
 
@@ -46,6 +47,7 @@ class TaskInfo:
     pruned: bool = False
     retrained: bool = False
     prune_ratio: float | None = None
+    wide: dict | None = None  # T1's transition table fit (shrink, decay, first scale, its valid MRR@5)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +58,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def head_shape(config: ModelConfig, kind: str, num_items: int) -> dict[str, int]:
+    """The size arguments of a task's head beyond its width and labels (``build_head``'s bag / wide_items)."""
+    if kind == "sequence":
+        return {"bag": 0, "wide_items": num_items if config.t1_wide == "cooccur" else 0}
+    return {"bag": num_items if config.repr_of(kind) == "mean_bag" else 0, "wide_items": 0}
 
 
 def tensor_bytes(tensors) -> int:
@@ -115,14 +124,56 @@ class TaskModel:
         """Register ``task`` with a fresh head (seeded by its position); no training."""
         k = len(self.infos) + 1
         prior = label_counts(task, "train") if cfg.prior_bias else None
+        shape = head_shape(self.config, task.kind, self.num_items)
+        if max(shape.values()) > MAX_WIDE_ITEMS:
+            raise LineageError(
+                f"task {task.name!r}: ModelConfig t1_wide='cooccur' / user_repr or class_repr='mean_bag' hold a weight per T1 item "
+                f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use t1_wide='none' and "
+                "no 'mean_bag' for it.")
         head = build_head(task.kind, self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
-                          prior, cfg.head_init, self.config.head_norm).to(self.device)
+                          prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
         info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
+        if head.wide:
+            info.wide = self._fit_wide(head, task)
         self.heads[task.name] = head
         self.infos.append(info)
         if k == 1 and not self.item_vocab:
             self.item_vocab = list(task.vocab)
         return info
+
+    def _fit_wide(self, head: NextItemHead, task: TaskData) -> dict:
+        """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
+        fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
+                              self.num_items, self.config.t1_targets)
+        head.wide_table.copy_(fit["table"].to(head.wide_table.device))
+        head.wide_decay.fill_(fit["decay"])
+        return {k: v for k, v in fit.items() if k != "table"}
+
+    @contextlib.contextmanager
+    def deep_only(self, info: TaskInfo):
+        """While a stage of ``info``'s task runs: its head scores with the TCN alone (no wide part)."""
+        head = self.heads[info.name]
+        head.deep_only = True
+        try:
+            yield
+        finally:
+            head.deep_only = False
+
+    @torch.no_grad()
+    def fit_wide_scale(self, task: TaskData, info: TaskInfo, weights: Weights, batch_size: int = 1024) -> dict | None:
+        """T1 with a table: the fusion scale of best validation metric (ties: lower loss, then smaller scale)."""
+        head = self.heads[info.name]
+        if not head.wide:
+            return None
+        found = {}
+        for scale in SCALE:
+            head.wide_scale.fill_(scale)
+            m = self.evaluate(task, "valid", info, weights, batch_size)
+            found[scale] = (m[info.metric], -m["loss"])
+        best = max(SCALE, key=lambda s: (*found[s], -s))
+        head.wide_scale.fill_(best)
+        info.wide = {**(info.wide or {}), "scale": best, "valid_fused": found[best][0], "valid_deep": found[0.0][0]}
+        return dict(info.wide)
 
     def head_groups(self, info: TaskInfo, stage: str, cfg: TrainConfig) -> list[dict]:
         """The optimiser group of the heads a stage trains: T1's in its first stage only, a later task's in both."""
@@ -157,17 +208,22 @@ class TaskModel:
         with self._autocast():
             return self._forward(tokens, weights).float()
 
-    def user_vectors(self, sequences: torch.Tensor, weights: Weights = None) -> torch.Tensor:
-        """g for tasks after T1 (``config.user_repr``): the hidden state at an appended separator, at the
-        last item, or ("mean") the mean hidden state over every real position and the separator."""
-        if self.config.user_repr in ("separator", "mean"):
+    def user_vectors(self, sequences: torch.Tensor, weights: Weights = None, kind: str = "item") -> torch.Tensor:
+        """g for tasks of ``kind`` after T1 (``config.repr_of(kind)``): the hidden state at an appended
+        separator, at the last item, or ("mean") the mean hidden state over every real position and the
+        separator; "mean_bag" appends the 0/1 bag of the sequence's items to that mean ([B, C + V])."""
+        how = self.config.repr_of(kind)
+        if how != "last":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
             sequences = torch.cat([sequences, sep], dim=1)
         hidden = self.encode(sequences, weights)
-        if self.config.user_repr == "mean":
+        if how in ("mean", "mean_bag"):
             # A causal TCN's last state sees only its receptive field; the mean sees the whole sequence.
             keep = (sequences != 0).unsqueeze(-1).to(hidden.dtype)
-            return (hidden * keep).sum(dim=1) / keep.sum(dim=1)
+            pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1)
+            if how == "mean_bag":
+                return torch.cat([pooled, bag_of_items(sequences, self.num_items)], dim=1)
+            return pooled
         return hidden[:, -1]
 
     def zero_reserved_grads(self) -> None:
@@ -207,15 +263,18 @@ class TaskModel:
         if info.kind == "sequence":
             # Next items of held-out users, each given everything before it (see ModelConfig.t1_targets).
             seqs = task.sequences[rows]
+            if head.wide:  # the wide scores are [rows, L, V]: bound them as one full score matrix
+                batch_size = max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * self.num_items * 4)))
             for start in range(0, seqs.shape[0], batch_size):
                 batch = seqs[start:start + batch_size].to(self.device).long()
                 hidden = self.encode(batch[:, :-1], weights)
                 keep = t1_target_mask(batch, self.config.t1_targets)
-                rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1)
+                offset = head.wide_scores(batch[:, :-1])
+                rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1, None if offset is None else offset[keep])
             return acc.means()
         uniq, inverse = self.users(task)
         users, row_user = torch.unique(inverse[rows], return_inverse=True)
-        vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device).long(), weights)
+        vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device).long(), weights, info.kind)
                              for s in range(0, users.numel(), batch_size)]) if users.numel() else None
         labels = task.labels[rows]
         for start in range(0, rows.numel(), batch_size):
@@ -240,12 +299,13 @@ class TaskModel:
         seqs = sequences.to(self.device, dtype=torch.long)
         if seqs.dim() == 1:
             seqs = seqs.unsqueeze(0)
-        h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights)
+        h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights, info.kind)
         head = self.heads[info.name]
-        if info.kind != "class" and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
+        offset = head.wide_scores(seqs)[:, -1] if info.kind == "sequence" and head.wide else None
+        if info.kind != "class" and offset is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
             idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
             return idx.cpu(), val.cpu()
-        scores = head.scores(h)
+        scores = head.scores(h, offset)
         if info.kind == "class":
             scores = torch.softmax(scores, dim=1)
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
@@ -257,17 +317,19 @@ class TaskModel:
 
     def head_bytes(self, names: list[str] | None = None) -> int:
         heads = self.heads if names is None else {n: self.heads[n] for n in names}
-        return tensor_bytes(p for h in heads.values() for p in h.parameters())
+        return tensor_bytes(t for h in heads.values() for t in [*h.parameters(), *h.buffers()])
 
 
-def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: torch.Tensor) -> None:
+def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: torch.Tensor,
+              offset: torch.Tensor | None = None) -> None:
     """Add the cross-entropy and full-ranking ranks of targets ``y`` under ``head`` to ``acc``.
 
     Up to ``FULL_SCORES`` scores the whole [rows x items] matrix is made at once (as always); past
     it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
+    ``offset`` (T1's wide scores, already [rows x items]) is added to the logits.
     """
-    if h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
-        scores = head.scores(h)
+    if offset is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
+        scores = head.scores(h, offset)
         acc.add_loss(scores, y)
         acc.add_ranks(target_ranks(scores, y))
         return
@@ -335,7 +397,7 @@ class TaskLoss:
             hidden = model.encode(seqs[:, :-1], weights)
             return next_item_loss(hidden, seqs[:, 1:], self.head, cfg.sampled_fraction, self.generator)
         users, row_user = torch.unique(self.row_users[idx], return_inverse=True)
-        g = model.user_vectors(self.uniq[users].to(device).long(), weights)[row_user.to(device)]
+        g = model.user_vectors(self.uniq[users].to(device).long(), weights, self.info.kind)[row_user.to(device)]
         y = self.labels[idx].to(device)
         if self.sampler is None:
             return class_loss(g, self.head, y, cfg.label_smoothing, cfg.user_dropout, self.generator)

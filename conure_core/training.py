@@ -32,11 +32,12 @@ class StageResult:
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    wide: dict | None = None  # T1 with a wide part: its fit and fusion scale (TaskModel.fit_wide_scale)
 
     def to_dict(self) -> dict:
         return {"task": self.task, "stage": self.stage, "best_epoch": self.best_epoch,
                 "best_valid": self.best_valid, "metric": self.metric, "epochs_run": self.epochs_run,
-                "seconds": self.seconds, "history": list(self.history)}
+                "seconds": self.seconds, "history": list(self.history), "wide": self.wide}
 
 
 def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, info: "TaskInfo", stage: str,
@@ -55,7 +56,7 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
     generator = stage_generator(model.config.seed, info.index, stage)
     epochs = cfg.stage_epochs.get(stage, cfg.epochs)
     sync = StageSync.current()  # None on one process: the loop below is then the single-process one
-    with policy.reading(info):
+    with policy.reading(info), model.deep_only(info):
         groups = policy.param_groups(model, info, stage, cfg)
         params = [p for g in groups for p in g["params"]]
         loss_gen = sync.loss_generator(model.config.seed, info.index, stage) if sync else generator
@@ -108,11 +109,16 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
             for p in [*model.params.values(), *(q for h in model.heads.values() for q in h.parameters()),
                       *policy.extra_params(info, stage)]:
                 p.requires_grad_(False)
+    with policy.reading(info):  # T1 with a wide part: its fusion scale, on validation, for the kept epoch
+        wide = model.fit_wide_scale(task, info, policy.stage_weights(model, info, stage), cfg.eval_batch_size)
     result = StageResult(task.name, stage, best.epoch, best.valid[0], info.metric, len(history) - 1,
-                         time.perf_counter() - started, history)
-    _report(progress, {"event": "stage_end", "task": task.name, "stage": stage, "best_epoch": best.epoch,
-                       "valid": best.valid[0], "valid_loss": best.valid[1], "select": cfg.select,
-                       "metric": info.metric, "epochs_run": result.epochs_run, "seconds": result.seconds})
+                         time.perf_counter() - started, history, wide)
+    end = {"event": "stage_end", "task": task.name, "stage": stage, "best_epoch": best.epoch,
+           "valid": best.valid[0], "valid_loss": best.valid[1], "select": cfg.select,
+           "metric": info.metric, "epochs_run": result.epochs_run, "seconds": result.seconds}
+    if wide:
+        end["wide"] = wide
+    _report(progress, end)
     return result
 
 

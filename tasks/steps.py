@@ -172,6 +172,8 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
                                     step=int(round(point["ratio"] * 100)))
         else:
             result = model.retrain(data, cfg, progress=on_event).to_dict()
+        if result.get("wide"):  # T1's wide part: the fusion scale chosen on validation, and what it gave
+            tracker.log_metrics(run, {f"wide/{k}": float(v) for k, v in result["wide"].items()}, step=track["step"])
         compute = time.perf_counter() - started
         epochs_log.flush()
         if nproc == 1:

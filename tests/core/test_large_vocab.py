@@ -37,8 +37,10 @@ def test_streamed_topk_equals_topk():
     idx, val = streamed_topk(h, w, b, 10, budget=1500)
     full = h @ w.t() + b
     ref = torch.topk(full, 10, dim=1)
-    # equal scores (items 3 and 7 tie) may come in either order, on either path
-    assert torch.equal(val, ref.values) and torch.equal(full.gather(1, idx), val)
+    # equal scores (items 3 and 7 tie) may come in either order, on either path; a block's matmul may
+    # round differently from the whole matrix's (seen on an AVX2 EPYC), so values agree to float precision
+    assert torch.allclose(val, ref.values, rtol=1e-6, atol=1e-5)
+    assert torch.allclose(full.gather(1, idx), val, rtol=1e-6, atol=1e-5)
     assert (idx == ref.indices).float().mean() > 0.99
 
 

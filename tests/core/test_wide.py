@@ -1,0 +1,108 @@
+"""The per-item parts: T1's transition table (t1_wide="cooccur") and the bag in later heads (mean_bag)."""
+import pytest
+import torch
+
+from conure_core.checkpoint import load_state, save_state
+from conure_core.config import ModelConfig
+from conure_core.errors import ConureError
+from conure_core.heads import build_head
+from conure_core.lineage import Lineage, LineageError
+from conure_core.model import TaskModel
+from conure_core.wide import (MAX_WIDE_ITEMS, SCALE, bag_of_items, decayed_scores, transition_counts,
+                              transition_table)
+from tests.core.conftest import MODEL, cfg_for, outputs
+
+WIDE = {**MODEL, "t1_wide": "cooccur", "user_repr": "mean_bag"}
+
+
+def test_transition_table_and_decayed_scores_by_hand():
+    # two left-padded rows: items 1, 2, 3 and items 2, 1, 3
+    rows = torch.tensor([[0, 1, 2, 3], [0, 2, 1, 3]])
+    counts, holders = transition_counts(rows, 3)
+    # ordered pairs: row 1: (1,2) (1,3) (2,3); row 2: (2,1) (2,3) (1,3)
+    assert counts[1, 2] == 1 and counts[1, 3] == 2 and counts[2, 3] == 2 and counts[2, 1] == 1
+    assert counts[3].sum() == 0 and counts[0].sum() == 0 and holders.tolist() == [2.0, 2.0, 2.0]
+    table = transition_table(counts, holders, shrink=2.0)  # / (n_i + 2) = / 4
+    assert table.shape == (5, 3) and table[0].sum() == 0 and table[4].sum() == 0  # pad and separator rows
+    assert table[1].tolist() == [0.0, 0.25, 0.5]  # token 1 -> items 1, 2, 3 (columns 0, 1, 2)
+    scores = decayed_scores(table, torch.tensor([[1, 2]]), decay=0.5)
+    assert scores[0, 0].tolist() == [0.0, 0.25, 0.5]
+    # 0.5 * table[1] + table[2], table[2] = [1, 0, 2] / 4
+    assert scores[0, 1].tolist() == [0.25, 0.125, 0.75]
+    assert torch.equal(decayed_scores(table, torch.tensor([[1, 2]]), 1.0), torch.cumsum(table[[1, 2]], 0).unsqueeze(0))
+
+
+def test_bag_of_items_drops_padding_and_separator():
+    tokens = torch.tensor([[0, 2, 2, 4], [1, 3, 5, 0]])  # 5 = separator of a 4-item vocabulary
+    assert bag_of_items(tokens, 4).tolist() == [[0, 1, 0, 1], [1, 0, 1, 0]]
+
+
+def test_mean_bag_user_vector_and_head_normalise_the_tcn_part_only(tasks):
+    model = TaskModel(ModelConfig(**WIDE), tasks[0].num_items)
+    seqs = tasks[0].sequences[:3]
+    g = model.user_vectors(seqs)
+    assert g.shape == (3, 16 + tasks[0].num_items)
+    assert torch.equal(g[:, 16:], bag_of_items(seqs, tasks[0].num_items))
+    head = build_head("class", 16, 2, torch.Generator().manual_seed(0), normalize=True, bag=tasks[0].num_items)
+    assert head.weight.shape == (2, 16 + tasks[0].num_items) and torch.all(head.weight[:, 16:] == 0)
+    prepped = head._prep(g)
+    assert torch.equal(prepped[:, 16:], g[:, 16:])
+    assert torch.allclose(prepped[:, :16].mean(1), torch.zeros(3), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def wide_learned(tasks):
+    lineage = Lineage.new(ModelConfig(**WIDE), tasks[0].num_items)
+    after = {}
+    for i, task in enumerate(tasks):
+        lineage.learn(task, cfg_for(i))
+        after[task.name] = outputs(lineage, task)
+    return lineage, after
+
+
+def test_t1_trains_its_tcn_exactly_as_without_the_wide_part(tasks, wide_learned):
+    lineage, _ = wide_learned
+    plain = Lineage.new(ModelConfig(**{**MODEL, "user_repr": "mean_bag"}), tasks[0].num_items)
+    plain.learn(tasks[0], cfg_for(0))
+    info = lineage.info("clicks")
+    with lineage.model.deep_only(info):
+        deep = lineage.evaluate(tasks[0], "valid")
+    assert deep == plain.evaluate(tasks[0], "valid")  # the table never touches the TCN's training
+    assert info.wide["scale"] in SCALE and info.wide["valid_deep"] == deep["mrr@5"]
+    # the kept scale is the best on validation, so fusing never loses to the TCN alone there
+    assert info.wide["valid_fused"] == lineage.evaluate(tasks[0], "valid")["mrr@5"] >= deep["mrr@5"]
+
+
+def test_retention_and_state_round_trip_with_both_wide_parts(tasks, wide_learned, tmp_path):
+    lineage, after = wide_learned
+    for task in tasks:
+        idx, scores, metrics = outputs(lineage, task)
+        assert torch.equal(idx, after[task.name][0]) and torch.equal(scores, after[task.name][1]), task.name
+        assert metrics == after[task.name][2], task.name
+    loaded = load_state(save_state(lineage, tmp_path / "state.safetensors"), device="cpu")
+    assert loaded.info("clicks").wide == lineage.info("clicks").wide
+    for task in tasks:
+        idx, scores, metrics = outputs(loaded, task)
+        assert torch.equal(idx, after[task.name][0]) and torch.equal(scores, after[task.name][1]), task.name
+        assert metrics == after[task.name][2], task.name
+
+
+def test_wide_parts_refuse_a_vocabulary_past_their_limit(tasks):
+    model = TaskModel(ModelConfig(**WIDE), MAX_WIDE_ITEMS + 1)
+    big = type(tasks[0])("clicks", "sequence", tasks[0].sequences, None, tasks[0].split, tasks[0].user_ids,
+                         [], MAX_WIDE_ITEMS + 1)
+    with pytest.raises(LineageError, match=r"t1_wide='cooccur' / user_repr or class_repr='mean_bag'.*16384 items.*16385"):
+        model.add_task(big, cfg_for(0))
+
+
+def test_class_repr_gives_class_tasks_their_own_user_vector(tasks):
+    cfg = ModelConfig(**{**MODEL, "class_repr": "mean_bag"})
+    model = TaskModel(cfg, tasks[0].num_items)
+    for task in tasks:
+        model.add_task(task, cfg_for(1))
+    assert model.heads["liked"].weight.shape[1] == 16 and model.heads["gender"].weight.shape[1] == 16 + 40
+    seqs = tasks[0].sequences[:2]
+    assert model.user_vectors(seqs, kind="item").shape == (2, 16)
+    assert model.user_vectors(seqs, kind="class").shape == (2, 56)
+    with pytest.raises(ConureError, match=r"class_repr='bag'; use one of \['separator', 'last', 'mean', 'mean_bag'\]"):
+        ModelConfig(class_repr="bag")
