@@ -22,9 +22,9 @@ from conure_core.metrics import MetricAccumulator, t1_target_mask, target_ranks
 
 SHRINK = (1.0, 10.0, 100.0)
 DECAY = (1.0, 0.8, 0.5)
-# T1's fusion scale, chosen on validation after each T1 stage: 0 = the TCN alone; at 1000 the table
-# ranks (its scores are ~0.01-1) and the TCN's logits break its ties.
-SCALE = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0)
+# T1's fusion scale, chosen on validation after each T1 stage: 0 = the TCN alone; from ~1e4 on the
+# table ranks (its scores differ by ~1e-3) and the TCN's logits and bias only break its ties.
+SCALE = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0, 1e4, 1e5)
 MAX_WIDE_ITEMS = 16384  # dense tables: V x V floats (1 GiB at this size)
 
 

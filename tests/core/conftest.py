@@ -26,16 +26,21 @@ def tasks():
     return make_tasks()
 
 
-@pytest.fixture(scope="session")
-def learned(tasks):
-    """A lineage after all three synthetic tasks, plus outputs recorded right after each task."""
-    torch.manual_seed(0)
-    lineage = Lineage.new(ModelConfig(**MODEL), tasks[0].num_items)
+def learn_all(config: ModelConfig, tasks) -> tuple[Lineage, dict]:
+    """A lineage after all ``tasks``, plus outputs recorded right after each task."""
+    lineage = Lineage.new(config, tasks[0].num_items)
     after = {}
     for i, task in enumerate(tasks):
         lineage.learn(task, cfg_for(i))
         after[task.name] = outputs(lineage, task)
     return lineage, after
+
+
+@pytest.fixture(scope="session")
+def learned(tasks):
+    """A lineage after all three synthetic tasks, plus outputs recorded right after each task."""
+    torch.manual_seed(0)
+    return learn_all(ModelConfig(**MODEL), tasks)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ from conure_core.lineage import Lineage, LineageError
 from conure_core.model import TaskModel
 from conure_core.wide import (MAX_WIDE_ITEMS, SCALE, bag_of_items, decayed_scores, transition_counts,
                               transition_table)
-from tests.core.conftest import MODEL, cfg_for, outputs
+from tests.core.conftest import MODEL, cfg_for, learn_all, outputs
 
 WIDE = {**MODEL, "t1_wide": "cooccur", "user_repr": "mean_bag"}
 
@@ -52,12 +52,7 @@ def test_mean_bag_user_vector_and_head_normalise_the_tcn_part_only(tasks):
 
 @pytest.fixture(scope="module")
 def wide_learned(tasks):
-    lineage = Lineage.new(ModelConfig(**WIDE), tasks[0].num_items)
-    after = {}
-    for i, task in enumerate(tasks):
-        lineage.learn(task, cfg_for(i))
-        after[task.name] = outputs(lineage, task)
-    return lineage, after
+    return learn_all(ModelConfig(**WIDE), tasks)
 
 
 def test_t1_trains_its_tcn_exactly_as_without_the_wide_part(tasks, wide_learned):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conure_core.wide import SCALE
 from tests.pipeline.conftest import HOME, TASKS
 
 
@@ -72,6 +73,14 @@ def test_metrics_per_step(learned, runs, client):
                  and r.data.tags.get("conure.task") == "liked")
     losses = client.get_metric_history(train.info.run_id, "train_loss")
     assert sorted(m.step for m in losses) == [1, 2] and all(m.value > 0 for m in losses)
+    # T1's wide part: the fit and the fusion scale chosen on validation, on each of its training stages
+    for stage in ("train", "retrain"):
+        t1 = next(r for r in runs.values() if r.data.tags.get("conure.stage") == stage
+                  and r.data.tags.get("conure.task") == "clicks")
+        wide = {k: v for k, v in t1.data.metrics.items() if k.startswith("wide/")}
+        assert set(wide) == {"wide/shrink", "wide/decay", "wide/valid", "wide/scale", "wide/valid_fused",
+                             "wide/valid_deep"}, stage
+        assert wide["wide/valid_fused"] >= wide["wide/valid_deep"] and wide["wide/scale"] in SCALE
 
 
 def test_artifacts_inputs_and_model_versions(learned, runs, client):
