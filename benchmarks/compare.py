@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="quick", help="smoke | quick | paper (see benchmarks/studies/settings.py)")
+    p.add_argument("--preset", default="quick", help="smoke | quick | quick-tcn | paper (see benchmarks/studies/settings.py)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     p.add_argument("--only", default=",".join(STUDIES), help=f"comma list of studies: {','.join(STUDIES)}")
     p.add_argument("--strategies", default=None, help="Table 2 strategies (default: all)")

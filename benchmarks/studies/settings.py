@@ -2,6 +2,9 @@
 
 Every strategy of one study shares one of these, so the comparison stays like-for-like.
 - ``quick``: the learner's ``quick`` preset unchanged (six tasks in about 2 minutes per lineage).
+- ``quick-tcn``: ``quick`` without its per-item parts (``t1_wide="none"``, no ``class_repr``): the
+  paper's model alone, so forgetting, transfer and the pruning sweep measure the backbone and not
+  T1's co-occurrence table (which no strategy changes after T1).
 - ``smoke``: a reduced quick (two-block width-32 TCN, large batches for item tasks, few epochs): the
   whole study in a few minutes on a quiet machine, to check that everything runs.
 - ``paper``: the learner's ``paper`` preset unchanged (a GPU job).
@@ -38,6 +41,12 @@ def get_study(name: str, seed: int = 0) -> Study:
         preset = get_preset("quick")
         study = Study("quick", preset, sweep_epochs=max(2, preset.first.retrain_epochs or 2),
                       note="the learner's quick preset, unchanged (its exact values are listed below)")
+    elif name == "quick-tcn":
+        preset = get_preset("quick")
+        preset.model.t1_wide, preset.model.class_repr = "none", None
+        study = Study("quick-tcn", preset, sweep_epochs=max(2, preset.first.retrain_epochs or 2),
+                      note="the learner's quick preset without its per-item parts (t1_wide none, class_repr none): "
+                           "the paper's model alone")
     elif name == "smoke":
         preset = get_preset("quick")
         preset.model.width, preset.model.dilations = 32, [1, 4]
@@ -50,6 +59,6 @@ def get_study(name: str, seed: int = 0) -> Study:
                            "later item tasks batch 4096, lr 3e-3, 3 epochs, 1 retrain epoch; class tasks batch 64, "
                            "lr 1e-3, 6 epochs, 2 retrain epochs")
     else:
-        raise ValueError(f"unknown study preset {name!r}; choose smoke, quick or paper.")
+        raise ValueError(f"unknown study preset {name!r}; choose smoke, quick, quick-tcn or paper.")
     study.preset.model.seed = int(seed)
     return study

@@ -49,3 +49,18 @@ def test_study_presets():
     smoke = get_study("smoke")
     assert smoke.preset.model.width == 32 and smoke.preset.model.dilations == [1, 4]
     assert smoke.preset.first.patience == smoke.preset.first.epochs
+
+
+def test_a_study_whose_t1_holds_a_table_says_so(tmp_path):
+    tcn = get_study("quick-tcn")
+    assert (tcn.preset.model.t1_wide, tcn.preset.model.class_repr) == ("none", None)
+    assert get_study("quick").preset.model.t1_wide == "cooccur"
+    meta = {"command": "c", "preset": "quick", "note": "n", "seeds": 2, "studies": ["table2"], "device": "cpu",
+            "wall_s": 1.0, "preset_values": {"model": {"t1_wide": "cooccur"}}}
+    seeds = {"0": fake_seed(0.034), "1": fake_seed(0.036)}
+    text, _ = render({"meta": meta, "seeds": seeds}, tmp_path)
+    assert "the T1 column, SinMoAll's T1 forgetting and the T1 pruning sweep mostly measure that table" in text
+    assert "here it loses 75 % -> agrees (masked: T1 holds a co-occurrence table no strategy changes" in text
+    meta["preset_values"]["model"]["t1_wide"] = "none"
+    text, _ = render({"meta": meta, "seeds": seeds}, tmp_path)
+    assert "masked" not in text and "mostly measure that table" not in text
