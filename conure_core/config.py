@@ -20,7 +20,11 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
+AUTO = "auto"  # chosen from the data: a prune ratio on validation, the per-item parts by vocabulary size
 USER_REPRS = ("separator", "last", "mean", "mean_bag")
+# The per-item parts are dense (V x V for T1's table, K x (C + V) per bag head): refused past this
+# many T1 items, and what "auto" switches off there.
+MAX_WIDE_ITEMS = 16384
 
 
 @dataclass
@@ -36,11 +40,13 @@ class ModelConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 4, 1, 4])
     # The user vector g of tasks after T1: "separator" | "last" | "mean" (pooled over the sequence +
     # separator) | "mean_bag" (that mean followed by the 0/1 bag of the user's T1 items: each later
-    # head holds a weight per item). ``class_repr``: class tasks' own choice (None: user_repr).
+    # head holds a weight per item). ``class_repr``: class tasks' own choice (None: user_repr);
+    # "auto" = "mean_bag" while the T1 vocabulary fits MAX_WIDE_ITEMS, else "mean".
     user_repr: str = "separator"
     class_repr: str | None = None
     # T1's item-to-item part (conure_core.wide): "none" | "cooccur" (a transition table fitted on T1's
-    # train split, its scaled scores added to the TCN's logits).
+    # train split, its scaled scores added to the TCN's logits) | "auto" (cooccur while the T1
+    # vocabulary fits MAX_WIDE_ITEMS, else none).
     t1_wide: str = "none"
     prune_embedding: bool = False
     freed_weights: str = "keep"  # "keep" (Conure) | "zero" (PackNet)
@@ -59,10 +65,11 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.backbone={self.backbone!r} is not available; use 'tcn' or 'transformer'.")
         for name in ("user_repr", "class_repr"):
             value = getattr(self, name)
-            if value not in USER_REPRS and not (name == "class_repr" and value is None):
-                raise ConfigError(f"ModelConfig.{name}={value!r}; use one of {list(USER_REPRS)}.")
-        if self.t1_wide not in ("none", "cooccur"):
-            raise ConfigError(f"ModelConfig.t1_wide={self.t1_wide!r}; use 'none' or 'cooccur'.")
+            if value not in USER_REPRS and not (name == "class_repr" and value in (None, AUTO)):
+                extra = " (class_repr also None or 'auto')" if name == "class_repr" else ""
+                raise ConfigError(f"ModelConfig.{name}={value!r}; use one of {list(USER_REPRS)}{extra}.")
+        if self.t1_wide not in ("none", "cooccur", AUTO):
+            raise ConfigError(f"ModelConfig.t1_wide={self.t1_wide!r}; use 'none', 'cooccur' or 'auto'.")
         if self.t1_targets not in ("all", "last"):
             raise ConfigError(f"ModelConfig.t1_targets={self.t1_targets!r}; use 'all' or 'last'.")
         if self.freed_weights not in ("keep", "zero"):
@@ -73,9 +80,15 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.min_free={self.min_free} must be in [0, 1).")
         self.dilations = [int(d) for d in self.dilations]
 
-    def repr_of(self, kind: str) -> str:
-        """The user representation tasks of ``kind`` read ("item" | "class")."""
+    def repr_of(self, kind: str, num_items: int) -> str:
+        """The user representation tasks of ``kind`` ("item" | "class") read over a T1 of ``num_items``."""
+        if kind == "class" and self.class_repr == AUTO:
+            return "mean_bag" if num_items <= MAX_WIDE_ITEMS else "mean"
         return self.class_repr if kind == "class" and self.class_repr else self.user_repr
+
+    def t1_table(self, num_items: int) -> bool:
+        """Whether T1's head holds the co-occurrence table (``t1_wide``) over a T1 of ``num_items``."""
+        return self.t1_wide == "cooccur" or (self.t1_wide == AUTO and num_items <= MAX_WIDE_ITEMS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,7 +179,6 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
-AUTO = "auto"  # a prune ratio chosen on validation (manifest value, preset ``prune_ratios`` entry)
 
 # A task manifest's training keys (task.yaml) -> the TrainConfig field each one sets.
 MANIFEST_FIELDS = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "l2": "head_l2",
@@ -246,7 +258,7 @@ def _quick() -> Preset:
     # items, with head L2 0.02 (0.1 had been tuned on the no-signal profile tasks).
     return Preset(
         name="quick",
-        model=ModelConfig(width=32, dilations=[1, 4, 1, 4], t1_wide="cooccur", class_repr="mean_bag"),
+        model=ModelConfig(width=32, dilations=[1, 4, 1, 4], t1_wide=AUTO, class_repr=AUTO),
         first=TrainConfig(lr=3e-3, batch_size=32, epochs=15, retrain_epochs=5, patience=5),
         later=TrainConfig(lr=1e-3, batch_size=512, epochs=8, retrain_epochs=3, patience=3,
                           item_loss="softmax", head_init=0.1),
@@ -265,7 +277,7 @@ def _paper() -> Preset:
     # parts of ``quick`` (``--set model.t1_wide=none --set model.class_repr=null``: the paper's model alone).
     return Preset(
         name="paper",
-        model=ModelConfig(width=256, dilations=[1, 4] * 4, t1_wide="cooccur", class_repr="mean_bag"),
+        model=ModelConfig(width=256, dilations=[1, 4] * 4, t1_wide=AUTO, class_repr=AUTO),
         first=TrainConfig(lr=1e-3, batch_size=32, epochs=30, patience=5),
         later=TrainConfig(lr=1e-4, batch_size=512, epochs=30, patience=5),
         prune_ratios=[0.7, 0.8, 0.9, 0.8, 0.9],

@@ -63,8 +63,8 @@ def resolve_device(name: str) -> torch.device:
 def head_shape(config: ModelConfig, kind: str, num_items: int) -> dict[str, int]:
     """The size arguments of a task's head beyond its width and labels (``build_head``'s bag / wide_items)."""
     if kind == "sequence":
-        return {"bag": 0, "wide_items": num_items if config.t1_wide == "cooccur" else 0}
-    return {"bag": num_items if config.repr_of(kind) == "mean_bag" else 0, "wide_items": 0}
+        return {"bag": 0, "wide_items": num_items if config.t1_table(num_items) else 0}
+    return {"bag": num_items if config.repr_of(kind, num_items) == "mean_bag" else 0, "wide_items": 0}
 
 
 def tensor_bytes(tensors) -> int:
@@ -128,8 +128,8 @@ class TaskModel:
         if max(shape.values()) > MAX_WIDE_ITEMS:
             raise LineageError(
                 f"task {task.name!r}: ModelConfig t1_wide='cooccur' / user_repr or class_repr='mean_bag' hold a weight per T1 item "
-                f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use t1_wide='none' and "
-                "no 'mean_bag' for it.")
+                f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use 'auto' (the presets' "
+                "choice: off past that size) or t1_wide='none' and no 'mean_bag' for it.")
         head = build_head(task.kind, self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
                           prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
         info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
@@ -209,10 +209,10 @@ class TaskModel:
             return self._forward(tokens, weights).float()
 
     def user_vectors(self, sequences: torch.Tensor, weights: Weights = None, kind: str = "item") -> torch.Tensor:
-        """g for tasks of ``kind`` after T1 (``config.repr_of(kind)``): the hidden state at an appended
+        """g for tasks of ``kind`` after T1 (``config.repr_of``): the hidden state at an appended
         separator, at the last item, or ("mean") the mean hidden state over every real position and the
         separator; "mean_bag" appends the 0/1 bag of the sequence's items to that mean ([B, C + V])."""
-        how = self.config.repr_of(kind)
+        how = self.config.repr_of(kind, self.num_items)
         if how != "last":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
             sequences = torch.cat([sequences, sep], dim=1)

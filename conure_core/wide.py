@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from conure_core.config import MAX_WIDE_ITEMS  # noqa: F401  (the limit lives with the config that names it)
 from conure_core.metrics import MetricAccumulator, t1_target_mask, target_ranks
 
 SHRINK = (1.0, 10.0, 100.0)
@@ -25,7 +26,6 @@ DECAY = (1.0, 0.8, 0.5)
 # T1's fusion scale, chosen on validation after each T1 stage: 0 = the TCN alone; from ~1e4 on the
 # table ranks (its scores differ by ~1e-3) and the TCN's logits and bias only break its ties.
 SCALE = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0, 1e4, 1e5)
-MAX_WIDE_ITEMS = 16384  # dense tables: V x V floats (1 GiB at this size)
 
 
 def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:

@@ -101,3 +101,18 @@ def test_class_repr_gives_class_tasks_their_own_user_vector(tasks):
     assert model.user_vectors(seqs, kind="class").shape == (2, 56)
     with pytest.raises(ConureError, match=r"class_repr='bag'; use one of \['separator', 'last', 'mean', 'mean_bag'\]"):
         ModelConfig(class_repr="bag")
+
+
+def test_auto_turns_the_per_item_parts_off_past_their_limit(tasks):
+    cfg = ModelConfig(**{**MODEL, "t1_wide": "auto", "class_repr": "auto"})
+    assert cfg.t1_table(MAX_WIDE_ITEMS) and not cfg.t1_table(MAX_WIDE_ITEMS + 1)
+    assert cfg.repr_of("class", MAX_WIDE_ITEMS) == "mean_bag" and cfg.repr_of("class", MAX_WIDE_ITEMS + 1) == "mean"
+    assert cfg.repr_of("item", 10) == "separator"
+    model = TaskModel(cfg, MAX_WIDE_ITEMS + 1)
+    big = type(tasks[0])("clicks", "sequence", tasks[0].sequences, None, tasks[0].split, tasks[0].user_ids,
+                         [], MAX_WIDE_ITEMS + 1)
+    info = model.add_task(big, cfg_for(0))  # no table, no error
+    assert not model.heads["clicks"].wide and info.wide is None
+    small = TaskModel(cfg, tasks[0].num_items)
+    small.add_task(tasks[0], cfg_for(0))
+    assert small.heads["clicks"].wide and small.infos[0].wide["shrink"] in (1.0, 10.0, 100.0)

@@ -54,7 +54,7 @@ def test_study_presets():
 def test_a_study_whose_t1_holds_a_table_says_so(tmp_path):
     tcn = get_study("quick-tcn")
     assert (tcn.preset.model.t1_wide, tcn.preset.model.class_repr) == ("none", None)
-    assert get_study("quick").preset.model.t1_wide == "cooccur"
+    assert get_study("quick").preset.model.t1_wide == "auto"
     meta = {"command": "c", "preset": "quick", "note": "n", "seeds": 2, "studies": ["table2"], "device": "cpu",
             "wall_s": 1.0, "preset_values": {"model": {"t1_wide": "cooccur"}}}
     seeds = {"0": fake_seed(0.034), "1": fake_seed(0.036)}
