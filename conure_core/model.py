@@ -47,7 +47,9 @@ class TaskInfo:
     pruned: bool = False
     retrained: bool = False
     prune_ratio: float | None = None
-    wide: dict | None = None  # T1's transition table fit (shrink, decay, first scale, its valid MRR@5)
+    # T1 with a table: its fit (shrink, decay, the table's own valid MRR@5) and, after each T1 stage, the
+    # fusion scale kept with the fused and the TCN-alone validation metric (TaskModel.fit_wide_scale).
+    wide: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
