@@ -26,11 +26,6 @@ SHRINK = (1.0, 10.0, 100.0)
 POP_POWER = (0.0, 0.5)  # label-side normalisation of the co-occurrence (0: none; 0.5: cosine-like)
 
 
-def bag_from_tokens(sequences: torch.Tensor, num_items: int) -> torch.Tensor:
-    """0/1 bag [N, num_items] of each row's item tokens (1..V -> columns 0..V-1; pad/separator dropped)."""
-    return bag_of_items(sequences, num_items).contiguous()
-
-
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, inverse_l2: float):
     """Multinomial logistic regression with intercept (L-BFGS, from zeros: deterministic); (W, b)."""
     w = torch.zeros(x.shape[1], classes, requires_grad=True)
@@ -63,7 +58,7 @@ def _class_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 def logistic_baseline(task: TaskData, grid=INVERSE_L2, features: torch.Tensor | None = None) -> dict:
     """L2 logistic regression on the bag of T1 items (or ``features`` [N, D] per row); C chosen by
     validation accuracy (ties: lower validation loss)."""
-    x = bag_from_tokens(task.sequences, task.num_items) if features is None else features
+    x = bag_of_items(task.sequences, task.num_items) if features is None else features
     y = task.labels
     tr, va, te = (task.rows(s) for s in ("train", "valid", "test"))
     best = None
@@ -88,7 +83,7 @@ def _rank_metrics(scores: torch.Tensor, targets: torch.Tensor) -> float:
 def item_cooccurrence(task: TaskData, shrinks=SHRINK, powers=POP_POWER) -> dict:
     """Item-kNN for an item task: score(j | user) = sum_i bag_i * C[i, j] / ((n_i + shrink) * m_j^power)."""
     uniq, inverse = torch.unique(task.sequences, dim=0, return_inverse=True)
-    bag = bag_from_tokens(uniq, task.num_items)
+    bag = bag_of_items(uniq, task.num_items)
     tr = task.rows("train")
     per_user = torch.zeros(uniq.shape[0], task.num_labels)
     per_user.index_put_((inverse[tr], task.labels[tr]), torch.ones(tr.numel()), accumulate=True)

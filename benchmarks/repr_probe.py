@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from benchmarks.baselines import bag_from_tokens, logistic_baseline
+    from benchmarks.baselines import logistic_baseline
+    from conure_core.wide import bag_of_items
     from benchmarks.class_grid import learn_t1
     from benchmarks.overrides import load_preset
     from conure_core.run import bundled_tasks
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"t1_mrr@5": t1_test}
     for task in (t for t in tasks if t.kind == "class"):
         train = task.rows("train")
-        feats = {"bag": bag_from_tokens(task.sequences, task.num_items)}
+        feats = {"bag": bag_of_items(task.sequences, task.num_items)}
         feats.update({k: standardise(v, train) for k, v in views(lineage, task.sequences).items()})
         cells = []
         for name, x in feats.items():

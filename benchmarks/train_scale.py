@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     preset = get_preset("paper")
     mcfg = preset.model
     mcfg.device, mcfg.bf16, mcfg.t1_targets = args.device, args.bf16, "last"
-    # The preset's per-item parts are dense (V x V) and refused past conure_core.wide.MAX_WIDE_ITEMS:
+    # The preset's per-item parts are dense (V x V) and refused past conure_core.config.MAX_WIDE_ITEMS:
     # at TTL scale the model is the TCN alone.
     mcfg.t1_wide, mcfg.class_repr = "none", None
     figures: dict[str, float] = {"users": args.users, "items": args.items, "eval_users": args.eval_users}

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conure_core.wide import decayed_scores
+from conure_core.wide import decayed_last, decayed_scores
 
 HEAD_KINDS = ("sequence", "item", "class")
 
@@ -56,12 +56,13 @@ class NextItemHead(nn.Module):
         logits = self._prep(h) @ self.weight.t() + self.bias
         return logits if offset is None else logits + offset
 
-    def wide_scores(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """T1 only: scale * decayed table scores [B, L, V] of token prefixes [B, L]; None when the head
-        has no table, its scale is 0, or it is ``deep_only``."""
+    def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
+        """T1 only: scale * decayed table scores [B, L, V] of token prefixes [B, L] (``last``: of the last
+        position only, [B, V]); None when the head has no table, its scale is 0, or it is ``deep_only``."""
         if not self.wide or self.deep_only or float(self.wide_scale) == 0.0:
             return None
-        return self.wide_scale * decayed_scores(self.wide_table, tokens, float(self.wide_decay))
+        scores = decayed_last if last else decayed_scores
+        return self.wide_scale * scores(self.wide_table, tokens, float(self.wide_decay))
 
     def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""

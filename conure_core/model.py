@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from conure_core.backbones import build_backbone
-from conure_core.config import ModelConfig, TrainConfig
+from conure_core.config import MAX_WIDE_ITEMS, ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
 from conure_core.heads import NextItemHead, build_head
@@ -25,7 +25,7 @@ from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator,
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator
-from conure_core.wide import MAX_WIDE_ITEMS, SCALE, bag_of_items, fit_transitions
+from conure_core.wide import SCALE, bag_of_items, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
 
@@ -303,7 +303,7 @@ class TaskModel:
             seqs = seqs.unsqueeze(0)
         h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights, info.kind)
         head = self.heads[info.name]
-        offset = head.wide_scores(seqs)[:, -1] if info.kind == "sequence" and head.wide else None
+        offset = head.wide_scores(seqs, last=True) if info.kind == "sequence" else None
         if info.kind != "class" and offset is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
             idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
             return idx.cpu(), val.cpu()

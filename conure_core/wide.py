@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from conure_core.config import MAX_WIDE_ITEMS  # noqa: F401  (the limit lives with the config that names it)
 from conure_core.metrics import MetricAccumulator, t1_target_mask, target_ranks
 
 SHRINK = (1.0, 10.0, 100.0)
@@ -59,11 +58,7 @@ def transition_table(counts: torch.Tensor, holders: torch.Tensor, shrink: float)
 
 def decayed_scores(table: torch.Tensor, tokens: torch.Tensor, decay: float) -> torch.Tensor:
     """Wide scores [B, L, V]: position t holds ``sum_{s <= t} decay^(t - s) table[tokens[:, s]]``."""
-    return decayed_scores_raw(table[tokens.long()], decay)
-
-
-def decayed_scores_raw(rows: torch.Tensor, decay: float) -> torch.Tensor:
-    """The decayed running sum over positions of per-position scores rows [B, L, V]."""
+    rows = table[tokens.long()]
     if decay == 1.0:
         return rows.cumsum(dim=1)
     out, state = [], torch.zeros_like(rows[:, 0])
@@ -71,6 +66,14 @@ def decayed_scores_raw(rows: torch.Tensor, decay: float) -> torch.Tensor:
         state = decay * state + rows[:, t]
         out.append(state)
     return torch.stack(out, dim=1)
+
+
+def decayed_last(table: torch.Tensor, tokens: torch.Tensor, decay: float) -> torch.Tensor:
+    """``decayed_scores(...)[:, -1]`` [B, V] without the [B, L, V] tensor: the decay-weighted bag @ table."""
+    ages = decay ** torch.arange(tokens.shape[1] - 1, -1, -1, dtype=table.dtype, device=tokens.device)
+    weights = torch.zeros(tokens.shape[0], table.shape[0], dtype=table.dtype, device=tokens.device)
+    weights.scatter_add_(1, tokens.long(), ages.expand(tokens.shape[0], -1))
+    return weights @ table  # row 0 of the table (padding) is zero, so padded positions add nothing
 
 
 def table_mrr(table: torch.Tensor, sequences: torch.Tensor, decay: float, t1_targets: str = "all",

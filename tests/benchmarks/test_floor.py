@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from benchmarks import floor
-from benchmarks.baselines import (bag_from_tokens, item_cooccurrence, logistic_baseline, naive,
+from benchmarks.baselines import (item_cooccurrence, logistic_baseline, naive,
                                   sequence_cooccurrence)
 from conure_core.data.types import TEST, TRAIN, VALID, TaskData
+from conure_core.wide import bag_of_items
 
 
 def _task(kind, seqs, labels, split, num_items, num_labels=None):
@@ -21,7 +22,7 @@ def _task(kind, seqs, labels, split, num_items, num_labels=None):
 
 
 def test_bag_drops_padding_and_separator():
-    bag = bag_from_tokens(torch.tensor([[0, 2, 2, 4], [1, 3, 4, 0]]), 3)  # V = 3: 0 pads, 4 is the separator
+    bag = bag_of_items(torch.tensor([[0, 2, 2, 4], [1, 3, 4, 0]]), 3)  # V = 3: 0 pads, 4 is the separator
     assert bag.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
 
 

@@ -8,7 +8,8 @@ from conure_core.errors import ConureError
 from conure_core.heads import build_head
 from conure_core.lineage import Lineage, LineageError
 from conure_core.model import TaskModel
-from conure_core.wide import (MAX_WIDE_ITEMS, SCALE, bag_of_items, decayed_scores, transition_counts,
+from conure_core.config import MAX_WIDE_ITEMS
+from conure_core.wide import (SCALE, bag_of_items, decayed_last, decayed_scores, transition_counts,
                               transition_table)
 from tests.core.conftest import MODEL, cfg_for, learn_all, outputs
 
@@ -30,6 +31,8 @@ def test_transition_table_and_decayed_scores_by_hand():
     # 0.5 * table[1] + table[2], table[2] = [1, 0, 2] / 4
     assert scores[0, 1].tolist() == [0.25, 0.125, 0.75]
     assert torch.equal(decayed_scores(table, torch.tensor([[1, 2]]), 1.0), torch.cumsum(table[[1, 2]], 0).unsqueeze(0))
+    # the last position alone (predict), padding included: [0, 1, 2] -> 0.5 * table[1] + table[2]
+    assert torch.allclose(decayed_last(table, torch.tensor([[0, 1, 2]]), 0.5), torch.tensor([[0.25, 0.125, 0.75]]))
 
 
 def test_bag_of_items_drops_padding_and_separator():
