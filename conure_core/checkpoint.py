@@ -113,8 +113,9 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
                 info = TaskInfo(**raw)
                 head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm,
                                   **head_shape(config, info.kind, lineage.num_items)).to(lineage.device)
-                for name, buf in head.named_buffers():
-                    buf.copy_(tensors[f"head.{i}.{name}"])
+                for name, buf in head.named_buffers():  # at the saved shape: a fitted table's k is the data's
+                    saved = tensors[f"head.{i}.{name}"]
+                    buf.resize_(saved.shape).copy_(saved)
                 for name, p in head.named_parameters():
                     p.copy_(tensors[f"head.{i}.{name}"])
                     p.requires_grad_(False)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conure_core.wide import decayed_last, decayed_scores
+from conure_core.wide import TransitionTable, decayed_last, decayed_scores
 
 HEAD_KINDS = ("sequence", "item", "class")
 
@@ -39,7 +39,7 @@ class NextItemHead(nn.Module):
         self.wide = wide_items > 0
         self.deep_only = False  # set while a T1 stage trains and selects the TCN on its own logits
         if self.wide:
-            self.register_buffer("wide_table", torch.zeros(wide_items + 2, num_labels))
+            self.wide_table = TransitionTable(wide_items)  # sparse top-k: [V+2, k] columns and values
             self.register_buffer("wide_decay", torch.ones(()))
             self.register_buffer("wide_scale", torch.zeros(()))
 

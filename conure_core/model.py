@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from conure_core.backbones import build_backbone
-from conure_core.config import MAX_WIDE_ITEMS, ModelConfig, TrainConfig
+from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
 from conure_core.heads import NextItemHead, build_head
@@ -127,11 +127,6 @@ class TaskModel:
         k = len(self.infos) + 1
         prior = label_counts(task, "train") if cfg.prior_bias else None
         shape = head_shape(self.config, task.kind, self.num_items)
-        if max(shape.values()) > MAX_WIDE_ITEMS:
-            raise LineageError(
-                f"task {task.name!r}: ModelConfig t1_wide='cooccur' / user_repr or class_repr='mean_bag' hold a weight per T1 item "
-                f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use 'auto' (the presets' "
-                "choice: off past that size) or t1_wide='none' and no 'mean_bag' for it.")
         head = build_head(task.kind, self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
                           prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
         info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
@@ -147,7 +142,7 @@ class TaskModel:
         """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
         fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
                               self.num_items, self.config.t1_targets)
-        head.wide_table.copy_(fit["table"].to(head.wide_table.device))
+        head.wide_table.fill(fit["table"].index, fit["table"].value)
         head.wide_decay.fill_(fit["decay"])
         return {k: v for k, v in fit.items() if k != "table"}
 

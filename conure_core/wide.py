@@ -5,26 +5,35 @@ the popular items and little of the item-to-item transitions that a co-occurrenc
 directly (docs/accuracy.md: the TCN alone reached 0.0189 T1 MRR@5 where co-occurrence reached 0.0361).
 Two wide parts close that gap, each owned by one task's head, so retention stays exact:
 
-- T1 (``ModelConfig.t1_wide="cooccur"``): a transition table fitted on T1's train split,
-  ``table[i, j]`` = how many train users had item j after item i, over (holders of i + shrink);
-  a prefix scores ``sum_t decay^(age_t) table[x_t]``, and the T1 head adds ``scale * that`` to the
-  TCN's logits. Shrink and decay are chosen on T1's validation split when the table is fitted; the
-  TCN trains and selects its epochs on its own logits (as NextItNet), and ``scale`` is chosen on
-  validation after each of T1's stages (``SCALE``, 0 = the TCN alone).
-- later tasks (``ModelConfig.user_repr`` or ``class_repr="mean_bag"``): the 0/1 bag of the user's T1 items appended
-  to the pooled TCN state, so each head holds a weight per item and label (``bag_of_items``).
+- T1 (``ModelConfig.t1_wide="cooccur"``): a sparse transition table fitted on T1's train split,
+  ``table[i, j]`` = how many train users had item j after item i, over (holders of i + shrink), of
+  which each item keeps its ``k`` largest successors (``TransitionTable``: [V+2, k] columns and
+  values, never a dense V x V); a prefix scores ``sum_t decay^(age_t) table[x_t]``, and the T1 head
+  adds ``scale * that`` to the TCN's logits. Shrink, decay and k are chosen on T1's validation split
+  when the table is fitted; the TCN trains and selects its epochs on its own logits (as NextItNet),
+  and ``scale`` is chosen on validation after each of T1's stages (``SCALE``, 0 = the TCN alone).
+- later tasks (``ModelConfig.user_repr`` or ``class_repr="mean_bag"``): the 0/1 bag of the user's T1
+  items appended to the pooled TCN state, so each head holds a weight per item and label.
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from conure_core.metrics import MetricAccumulator, t1_target_mask, target_ranks
+from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
 
 SHRINK = (1.0, 10.0, 100.0)
 DECAY = (1.0, 0.8, 0.5)
+# Successors kept per item: the smallest k whose validation MRR@5 is within K_EPSILON (relative) of
+# the best k's; on ~900 validation targets the curve is flat within noise (docs/accuracy.md) and a
+# smaller table is what a saved state stores.
+TOPK = (20, 50, 100, 200)
+K_EPSILON = 0.02
 # T1's fusion scale, chosen on validation after each T1 stage: 0 = the TCN alone; from ~1e4 on the
 # table ranks (its scores differ by ~1e-3) and the TCN's logits and bias only break its ties.
 SCALE = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0, 1e4, 1e5)
+# Ordered pairs held at once while the table is counted (int64 pairs: ~16 bytes each, ~0.25 GiB).
+PAIR_BUDGET = 1 << 24
 
 
 def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
@@ -34,31 +43,108 @@ def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
     return bag[:, 1:num_items + 1]
 
 
-def transition_counts(sequences: torch.Tensor, num_items: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(counts [V+1, V+1] of ordered pairs i before j within a row, holders [V] = rows holding each item)."""
-    counts = torch.zeros(num_items + 1, num_items + 1)
+def item_holders(sequences: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Rows holding each item [V] (float), without a [rows, V] bag."""
+    s = sequences.long().sort(dim=1).values
+    first = torch.ones_like(s, dtype=torch.bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    real = first & (s > 0) & (s <= num_items)
+    return torch.bincount(s[real] - 1, minlength=num_items).float()
+
+
+class TransitionTable(nn.Module):
+    """T1's sparse top-k table: row t (a token) holds item columns ``index[t]`` [k] with ``value[t]`` [k].
+
+    Rows 0 (padding) and V+1 (separator) and unused slots have value 0 (their column is then 0 and
+    adds nothing). Buffers, not parameters: fitted on T1's train split, never learned; ``k`` is the
+    data's (``fill``), so a saved state restores the buffers at the saved shape.
+    """
+
+    def __init__(self, num_items: int, index: torch.Tensor | None = None, value: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.num_items = num_items
+        # int16 columns while they fit (half the bytes of a saved table), int32 past that
+        self.index_dtype = torch.int16 if num_items <= torch.iinfo(torch.int16).max else torch.int32
+        self.register_buffer("index", torch.zeros(num_items + 2, 0, dtype=self.index_dtype))
+        self.register_buffer("value", torch.zeros(num_items + 2, 0))
+        if index is not None:
+            self.fill(index, value)
+
+    def fill(self, index: torch.Tensor, value: torch.Tensor) -> "TransitionTable":
+        """Hold ``index`` / ``value`` [V+2, k] (moved to this table's device)."""
+        self.index = index.to(self.index.device, self.index_dtype).contiguous()
+        self.value = value.to(self.value.device, torch.float32).contiguous()
+        return self
+
+    @property
+    def k(self) -> int:
+        return self.index.shape[1]
+
+    def rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The dense table rows [..., V] of tokens [...] (one scatter of their k entries each)."""
+        tokens = tokens.long()
+        out = torch.zeros(*tokens.shape, self.num_items, device=self.value.device)
+        return out.scatter_add_(-1, self.index[tokens].long(), self.value[tokens])
+
+
+def _pair_chunks(sequences: torch.Tensor, num_items: int, lo: int, hi: int, rows: int):
+    """Ordered pairs (a, b) of tokens, a before b in a row, both items, ``lo <= a < hi``: [2, n] per row chunk."""
     length = sequences.shape[1]
     later = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
-    for start in range(0, sequences.shape[0], chunk):  # chunks bound the [B, L, L] pair tensor
-        s = sequences[start:start + chunk].long()
-        keep = later & (s.unsqueeze(2) > 0) & (s.unsqueeze(1) > 0)
-        a = s.unsqueeze(2).expand(-1, -1, length)[keep]
-        b = s.unsqueeze(1).expand(-1, length, -1)[keep]
-        counts.index_put_((a, b), torch.ones(a.numel()), accumulate=True)
-    return counts, bag_of_items(sequences, num_items).sum(0)
+    for start in range(0, sequences.shape[0], rows):  # chunks bound the [rows, L, L] pair mask
+        s = sequences[start:start + rows].long()
+        real = (s > 0) & (s <= num_items)
+        keep = later & (real & (s >= lo) & (s < hi)).unsqueeze(2) & real.unsqueeze(1)
+        yield torch.stack([s.unsqueeze(2).expand(-1, -1, length)[keep], s.unsqueeze(1).expand(-1, length, -1)[keep]])
 
 
-def transition_table(counts: torch.Tensor, holders: torch.Tensor, shrink: float) -> torch.Tensor:
-    """Table [V+2, V] indexed by token: row 0 (padding) and row V+1 (separator) are zero."""
-    v = holders.numel()
-    table = torch.zeros(v + 2, v)
-    table[1:v + 1] = counts[1:, 1:] / (holders.unsqueeze(1) + shrink)
-    return table
+def _source_blocks(sequences: torch.Tensor, num_items: int, budget: int) -> list[tuple[int, int]]:
+    """Token ranges [lo, hi) of about ``budget`` pairs each (at most ``budget`` + one item's pairs)."""
+    s = sequences.long()
+    real = (s > 0) & (s <= num_items)
+    after = real.flip(1).cumsum(1).flip(1) - real.long()  # real items after each position
+    mass = torch.zeros(num_items + 2, dtype=torch.long).scatter_add_(0, s.flatten(), (after * real).flatten())
+    block = (mass[1:num_items + 1].cumsum(0) - mass[1:num_items + 1]) // budget  # by the pairs before each item
+    starts = (torch.nonzero(block[1:] != block[:-1]).flatten() + 2).tolist()
+    return list(zip([1] + starts, starts + [num_items + 1]))
 
 
-def decayed_scores(table: torch.Tensor, tokens: torch.Tensor, decay: float) -> torch.Tensor:
+def topk_transitions(sequences: torch.Tensor, num_items: int, k: int, budget: int = PAIR_BUDGET
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each item's ``k`` most frequent successors over rows: (index [V+2, k] columns, counts [V+2, k],
+    holders [V]); ties keep the lower item. Counted per block of source items (``_source_blocks``) as
+    a coalesced sparse matrix, so memory holds one block's pairs, never a dense V x V.
+    """
+    k = max(1, min(k, num_items))
+    index = torch.zeros(num_items + 2, k, dtype=torch.long)
+    counts = torch.zeros(num_items + 2, k)
+    rows = max(1, (1 << 24) // sequences.shape[1] ** 2)
+    for lo, hi in _source_blocks(sequences, num_items, budget):
+        pairs = torch.cat(list(_pair_chunks(sequences, num_items, lo, hi, rows)), dim=1)
+        coo = torch.sparse_coo_tensor(pairs, torch.ones(pairs.shape[1]), (num_items + 2, num_items + 2),
+                                      check_invariants=True).coalesce()
+        src, dst, n = *coo.indices(), coo.values()  # sorted by (src, dst)
+        order = torch.argsort(-n, stable=True)  # count descending, ties keep the lower dst ...
+        order = order[torch.argsort(src[order], stable=True)]  # ... within each source
+        src, dst, n = src[order], dst[order], n[order]
+        rank = torch.arange(src.numel()) - torch.searchsorted(src, src)
+        top = rank < k
+        index[src[top], rank[top]] = dst[top] - 1  # token j -> column j - 1
+        counts[src[top], rank[top]] = n[top]
+    return index, counts, item_holders(sequences, num_items)
+
+
+def transition_table(index: torch.Tensor, counts: torch.Tensor, holders: torch.Tensor, shrink: float,
+                     k: int | None = None) -> TransitionTable:
+    """The table of the first ``k`` successors: value = count / (holders of the source + shrink)."""
+    k = index.shape[1] if k is None else k
+    norm = torch.cat([torch.ones(1), holders + shrink, torch.ones(1)]).unsqueeze(1)
+    return TransitionTable(holders.numel(), index[:, :k], counts[:, :k] / norm)
+
+
+def decayed_scores(table: TransitionTable, tokens: torch.Tensor, decay: float) -> torch.Tensor:
     """Wide scores [B, L, V]: position t holds ``sum_{s <= t} decay^(t - s) table[tokens[:, s]]``."""
-    rows = table[tokens.long()]
+    rows = table.rows(tokens)
     if decay == 1.0:
         return rows.cumsum(dim=1)
     out, state = [], torch.zeros_like(rows[:, 0])
@@ -68,18 +154,21 @@ def decayed_scores(table: torch.Tensor, tokens: torch.Tensor, decay: float) -> t
     return torch.stack(out, dim=1)
 
 
-def decayed_last(table: torch.Tensor, tokens: torch.Tensor, decay: float) -> torch.Tensor:
-    """``decayed_scores(...)[:, -1]`` [B, V] without the [B, L, V] tensor: the decay-weighted bag @ table."""
-    ages = decay ** torch.arange(tokens.shape[1] - 1, -1, -1, dtype=table.dtype, device=tokens.device)
-    weights = torch.zeros(tokens.shape[0], table.shape[0], dtype=table.dtype, device=tokens.device)
-    weights.scatter_add_(1, tokens.long(), ages.expand(tokens.shape[0], -1))
-    return weights @ table  # row 0 of the table (padding) is zero, so padded positions add nothing
+def decayed_last(table: TransitionTable, tokens: torch.Tensor, decay: float) -> torch.Tensor:
+    """``decayed_scores(...)[:, -1]`` [B, V] without the [B, L, V] tensor: one scatter of the prefix's
+    [B, L, k] decay-weighted entries (padding's row is zero, so padded positions add nothing)."""
+    tokens = tokens.long()
+    ages = decay ** torch.arange(tokens.shape[1] - 1, -1, -1, dtype=table.value.dtype, device=tokens.device)
+    entries = table.value[tokens] * ages.unsqueeze(1)
+    out = torch.zeros(tokens.shape[0], table.num_items, dtype=table.value.dtype, device=tokens.device)
+    return out.scatter_add_(1, table.index[tokens].long().flatten(1), entries.flatten(1))
 
 
-def table_mrr(table: torch.Tensor, sequences: torch.Tensor, decay: float, t1_targets: str = "all",
+def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_targets: str = "all",
               chunk: int = 64) -> float:
     """MRR@5 of the table alone on T1 rows (the targets ``TaskModel.evaluate`` scores)."""
     acc = MetricAccumulator()
+    chunk = max(1, min(chunk, FULL_SCORES // (sequences.shape[1] * table.num_items)))  # bound [chunk, L, V]
     for start in range(0, sequences.shape[0], chunk):
         seqs = sequences[start:start + chunk]
         keep = t1_target_mask(seqs, t1_targets)
@@ -89,17 +178,23 @@ def table_mrr(table: torch.Tensor, sequences: torch.Tensor, decay: float, t1_tar
 
 
 def fit_transitions(train: torch.Tensor, valid: torch.Tensor, num_items: int, t1_targets: str = "all") -> dict:
-    """The transition table of ``train`` rows with the shrink and decay of best validation MRR@5.
+    """The transition table of ``train`` rows with the shrink, decay and k of best validation MRR@5.
 
-    Returns ``{"table", "shrink", "decay", "valid"}`` (``valid``: the table's own MRR@5).
+    Shrink and decay are chosen with the largest k, then k (``K_EPSILON``). Returns ``{"table",
+    "k", "shrink", "decay", "valid", "valid_k<k>" per k}`` (``valid``: the table's own MRR@5).
     """
-    counts, holders = transition_counts(train, num_items)
+    index, counts, holders = topk_transitions(train, num_items, max(TOPK))
     best = None
     for shrink in SHRINK:
-        table = transition_table(counts, holders, shrink)
+        table = transition_table(index, counts, holders, shrink)
         for decay in DECAY:
             mrr = table_mrr(table, valid, decay, t1_targets)
             if best is None or mrr > best[0]:
-                best = (mrr, shrink, decay, table)
-    mrr, shrink, decay, table = best
-    return {"table": table, "shrink": shrink, "decay": decay, "valid": mrr}
+                best = (mrr, shrink, decay)
+    _, shrink, decay = best
+    curve = {}
+    for k in sorted({min(k, index.shape[1]) for k in TOPK}):
+        curve[k] = table_mrr(transition_table(index, counts, holders, shrink, k), valid, decay, t1_targets)
+    k = min(c for c in curve if curve[c] >= (1.0 - K_EPSILON) * max(curve.values()))
+    return {"table": transition_table(index, counts, holders, shrink, k), "k": k, "shrink": shrink,
+            "decay": decay, "valid": curve[k], **{f"valid_k{c}": m for c, m in curve.items()}}
