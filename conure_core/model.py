@@ -25,7 +25,7 @@ from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator,
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator
-from conure_core.wide import SCALE, bag_of_items, fit_transitions
+from conure_core.wide import SCALE, bag_slots, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
 
@@ -208,7 +208,8 @@ class TaskModel:
     def user_vectors(self, sequences: torch.Tensor, weights: Weights = None, kind: str = "item") -> torch.Tensor:
         """g for tasks of ``kind`` after T1 (``config.repr_of``): the hidden state at an appended
         separator, at the last item, or ("mean") the mean hidden state over every real position and the
-        separator; "mean_bag" appends the 0/1 bag of the sequence's items to that mean ([B, C + V])."""
+        separator; "mean_bag" appends the sequence's bag of items to that mean as slots ([B, C + L + 1],
+        ``wide.bag_slots``: its distinct item tokens, read by the head's sparse ``ItemBag``)."""
         how = self.config.repr_of(kind, self.num_items)
         if how != "last":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
@@ -219,7 +220,7 @@ class TaskModel:
             keep = (sequences != 0).unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1)
             if how == "mean_bag":
-                return torch.cat([pooled, bag_of_items(sequences, self.num_items)], dim=1)
+                return torch.cat([pooled, bag_slots(sequences, self.num_items)], dim=1)
             return pooled
         return hidden[:, -1]
 
@@ -299,7 +300,7 @@ class TaskModel:
         h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights, info.kind)
         head = self.heads[info.name]
         offset = head.wide_scores(seqs, last=True) if info.kind == "sequence" else None
-        if info.kind != "class" and offset is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
+        if info.kind != "class" and offset is None and head.bag is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
             idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
             return idx.cpu(), val.cpu()
         scores = head.scores(h, offset)
@@ -325,7 +326,7 @@ def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: to
     it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
     ``offset`` (T1's wide scores, already [rows x items]) is added to the logits.
     """
-    if offset is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
+    if offset is not None or head.bag is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
         scores = head.scores(h, offset)
         acc.add_loss(scores, y)
         acc.add_ranks(target_ranks(scores, y))

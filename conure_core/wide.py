@@ -13,11 +13,13 @@ Two wide parts close that gap, each owned by one task's head, so retention stays
   when the table is fitted; the TCN trains and selects its epochs on its own logits (as NextItNet),
   and ``scale`` is chosen on validation after each of T1's stages (``SCALE``, 0 = the TCN alone).
 - later tasks (``ModelConfig.user_repr`` or ``class_repr="mean_bag"``): the 0/1 bag of the user's T1
-  items appended to the pooled TCN state, so each head holds a weight per item and label.
+  items next to the pooled TCN state, so each head holds a weight per item and label (``ItemBag``).
+  The bag travels as the user's distinct item tokens (``bag_slots``), never as a [users, V] matrix.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
@@ -41,6 +43,31 @@ def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
     bag = torch.zeros(tokens.shape[0], num_items + 2, device=tokens.device)
     bag.scatter_(1, tokens.long(), 1.0)
     return bag[:, 1:num_items + 1]
+
+
+def bag_slots(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Each row's distinct item tokens [B, L] (float, so they ride in the user vector; exact below 2^24
+    items), 0 in the other slots: the sparse form of ``bag_of_items`` that ``ItemBag`` reads."""
+    s = tokens.long().sort(dim=1).values
+    repeat = torch.zeros_like(s, dtype=torch.bool)
+    repeat[:, 1:] = s[:, 1:] == s[:, :-1]
+    return s.masked_fill(repeat | (s > num_items), 0).float()
+
+
+class ItemBag(nn.Module):
+    """A weight per T1 item and label, summed over a user's bag: ``bag_of_items(x) @ W`` from slots.
+
+    ``weight`` [V+1, K]: row 0 is the empty slot (zero, no gradient), row t item token t; it starts
+    at zero (a logistic regression fitted from zeros). Cost per user: its items, not the vocabulary.
+    """
+
+    def __init__(self, num_items: int, num_labels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_items + 1, num_labels))
+
+    def forward(self, slots: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, K] of ``bag_slots`` rows [B, M]; ``keep`` [B, M]: per-slot weights (dropout)."""
+        return F.embedding_bag(slots.long(), self.weight, mode="sum", padding_idx=0, per_sample_weights=keep)
 
 
 def item_holders(sequences: torch.Tensor, num_items: int) -> torch.Tensor:

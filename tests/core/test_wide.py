@@ -1,6 +1,7 @@
 """The per-item parts: T1's transition table (t1_wide="cooccur") and the bag in later heads (mean_bag)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conure_core.checkpoint import load_state, save_state
 from conure_core.config import ModelConfig
@@ -8,7 +9,7 @@ from conure_core.errors import ConureError
 from conure_core.heads import build_head
 from conure_core.lineage import Lineage
 from conure_core.model import TaskModel
-from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, decayed_last, decayed_scores, topk_transitions,
+from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, bag_slots, decayed_last, decayed_scores, topk_transitions,
                               transition_table)
 from tests.core.conftest import MODEL, cfg_for, learn_all, outputs
 
@@ -60,19 +61,27 @@ def test_topk_table_counted_in_blocks_equals_the_dense_count():
 def test_bag_of_items_drops_padding_and_separator():
     tokens = torch.tensor([[0, 2, 2, 4], [1, 3, 5, 0]])  # 5 = separator of a 4-item vocabulary
     assert bag_of_items(tokens, 4).tolist() == [[0, 1, 0, 1], [1, 0, 1, 0]]
+    # the sparse form: each row's distinct items (sorted; a repeat and the separator become 0)
+    assert bag_slots(tokens, 4).tolist() == [[0, 2, 0, 4], [0, 1, 3, 0]]
 
 
-def test_mean_bag_user_vector_and_head_normalise_the_tcn_part_only(tasks):
+def test_sparse_bag_head_scores_as_the_dense_bag(tasks):
     model = TaskModel(ModelConfig(**WIDE), tasks[0].num_items)
     seqs = tasks[0].sequences[:3]
     g = model.user_vectors(seqs)
-    assert g.shape == (3, 16 + tasks[0].num_items)
-    assert torch.equal(g[:, 16:], bag_of_items(seqs, tasks[0].num_items))
+    assert g.shape == (3, 16 + seqs.shape[1] + 1)  # pooled state + one slot per token and the separator
+    slots = torch.zeros(3, tasks[0].num_items + 1).scatter_(1, g[:, 16:].long(), 1.0)[:, 1:]
+    assert torch.equal(slots, bag_of_items(seqs, tasks[0].num_items))  # the slots hold the bag, separator dropped
     head = build_head("class", 16, 2, torch.Generator().manual_seed(0), normalize=True, bag=tasks[0].num_items)
-    assert head.weight.shape == (2, 16 + tasks[0].num_items) and torch.all(head.weight[:, 16:] == 0)
-    prepped = head._prep(g)
-    assert torch.equal(prepped[:, 16:], g[:, 16:])
-    assert torch.allclose(prepped[:, :16].mean(1), torch.zeros(3), atol=1e-6)
+    assert head.weight.shape == (2, 16) and head.bag.weight.shape == (tasks[0].num_items + 1, 2)
+    assert torch.all(head.bag.weight == 0)
+    with torch.no_grad():
+        head.bag.weight[1:] = torch.randn(tasks[0].num_items, 2, generator=torch.Generator().manual_seed(1))
+    dense = bag_of_items(seqs, tasks[0].num_items)  # today's input: [LN(pooled), 0/1 bag] @ [W, W_bag]
+    expected = F.layer_norm(g[:, :16], (16,), eps=1e-5) @ head.weight.t() + dense @ head.bag.weight[1:] + head.bias
+    assert torch.allclose(head.scores(g), expected, atol=1e-5)
+    ids = torch.tensor([[1], [0], [1]])
+    assert torch.allclose(head.pair_scores(g, ids), expected.gather(1, ids), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +121,10 @@ def test_class_repr_gives_class_tasks_their_own_user_vector(tasks):
     model = TaskModel(cfg, tasks[0].num_items)
     for task in tasks:
         model.add_task(task, cfg_for(1))
-    assert model.heads["liked"].weight.shape[1] == 16 and model.heads["gender"].weight.shape[1] == 16 + 40
+    assert model.heads["liked"].bag is None and model.heads["gender"].bag.weight.shape == (41, 2)
     seqs = tasks[0].sequences[:2]
     assert model.user_vectors(seqs, kind="item").shape == (2, 16)
-    assert model.user_vectors(seqs, kind="class").shape == (2, 56)
+    assert model.user_vectors(seqs, kind="class").shape == (2, 16 + seqs.shape[1] + 1)
     with pytest.raises(ConureError, match=r"class_repr='bag'; use one of \['separator', 'last', 'mean', 'mean_bag'\]"):
         ModelConfig(class_repr="bag")
 
