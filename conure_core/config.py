@@ -45,6 +45,8 @@ class ModelConfig:
     # train split, its scaled scores added to the TCN's logits) | "auto" (= cooccur: the table is sparse,
     # top-k successors per item, so it is on at every vocabulary size).
     t1_wide: str = "none"
+    # Successors the T1 table keeps per item: None = chosen on T1's validation split (conure_core.wide.TOPK).
+    t1_topk: int | None = None
     prune_embedding: bool = False
     freed_weights: str = "keep"  # "keep" (Conure) | "zero" (PackNet)
     min_free: float = 0.0  # refuse a new task when the free fraction is <= this floor
@@ -67,6 +69,9 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={value!r}; use one of {list(USER_REPRS)}{extra}.")
         if self.t1_wide not in ("none", "cooccur", AUTO):
             raise ConfigError(f"ModelConfig.t1_wide={self.t1_wide!r}; use 'none', 'cooccur' or 'auto'.")
+        if self.t1_topk is not None and (isinstance(self.t1_topk, bool) or not isinstance(self.t1_topk, int)
+                                         or self.t1_topk < 1):
+            raise ConfigError(f"ModelConfig.t1_topk={self.t1_topk!r}; use a positive whole number or null (chosen on validation).")
         if self.t1_targets not in ("all", "last"):
             raise ConfigError(f"ModelConfig.t1_targets={self.t1_targets!r}; use 'all' or 'last'.")
         if self.freed_weights not in ("keep", "zero"):

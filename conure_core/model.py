@@ -141,7 +141,7 @@ class TaskModel:
     def _fit_wide(self, head: NextItemHead, task: TaskData) -> dict:
         """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
         fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
-                              self.num_items, self.config.t1_targets)
+                              self.num_items, self.config.t1_targets, self.config.t1_topk)
         head.wide_table.fill(fit["table"].index, fit["table"].value)
         head.wide_decay.fill_(fit["decay"])
         return {k: v for k, v in fit.items() if k != "table"}

@@ -31,11 +31,15 @@ DECAY = (1.0, 0.8, 0.5)
 # smaller table is what a saved state stores.
 TOPK = (20, 50, 100, 200)
 K_EPSILON = 0.02
+# A candidate k whose [V+2, k] columns and values would pass this many bytes is not tried (1M items: k <= 50).
+TABLE_BYTES = 1 << 29
 # T1's fusion scale, chosen on validation after each T1 stage: 0 = the TCN alone; from ~1e4 on the
 # table ranks (its scores differ by ~1e-3) and the TCN's logits and bias only break its ties.
 SCALE = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0, 1e4, 1e5)
-# Ordered pairs held at once while the table is counted (int64 pairs: ~16 bytes each, ~0.25 GiB).
+# Ordered pairs held at once while the table is counted (int64 pairs: ~16 bytes each, ~0.25 GiB), and
+# (target, successor) entries at once while validation targets are ranked from sparse scores.
 PAIR_BUDGET = 1 << 24
+ENTRY_BUDGET = 1 << 22
 
 
 def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
@@ -143,7 +147,7 @@ def topk_transitions(sequences: torch.Tensor, num_items: int, k: int, budget: in
     a coalesced sparse matrix, so memory holds one block's pairs, never a dense V x V.
     """
     k = max(1, min(k, num_items))
-    index = torch.zeros(num_items + 2, k, dtype=torch.long)
+    index = torch.zeros(num_items + 2, k, dtype=torch.int32)
     counts = torch.zeros(num_items + 2, k)
     rows = max(1, (1 << 24) // sequences.shape[1] ** 2)
     for lo, hi in _source_blocks(sequences, num_items, budget):
@@ -156,7 +160,7 @@ def topk_transitions(sequences: torch.Tensor, num_items: int, k: int, budget: in
         src, dst, n = src[order], dst[order], n[order]
         rank = torch.arange(src.numel()) - torch.searchsorted(src, src)
         top = rank < k
-        index[src[top], rank[top]] = dst[top] - 1  # token j -> column j - 1
+        index[src[top], rank[top]] = (dst[top] - 1).int()  # token j -> column j - 1
         counts[src[top], rank[top]] = n[top]
     return index, counts, item_holders(sequences, num_items)
 
@@ -191,26 +195,81 @@ def decayed_last(table: TransitionTable, tokens: torch.Tensor, decay: float) -> 
     return out.scatter_add_(1, table.index[tokens].long().flatten(1), entries.flatten(1))
 
 
-def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_targets: str = "all",
-              chunk: int = 64) -> float:
-    """MRR@5 of the table alone on T1 rows (the targets ``TaskModel.evaluate`` scores)."""
+def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Tensor, decay: float) -> torch.Tensor:
+    """0-based ranks (``metrics.target_ranks``' rule) of the targets ``sequences[:, 1:][keep]`` among all V
+    items under their prefix's decayed table scores, from the sparse scores alone (no [targets, V]).
+
+    A target's scores are nonzero on at most (prefix length x k) items, summed position by position
+    as ``decayed_scores`` does (so equal to its floats): items ahead of the target are those entries
+    above it, or equal and lower; a target off its entries (score 0) also has every zero-score item
+    of a lower index ahead of it.
+    """
+    tokens = sequences[:, :-1].long()
+    v = table.num_items
+    row, pos = keep.nonzero(as_tuple=True)  # targets, row-major
+    y = sequences[:, 1:][keep].long() - 1
+    prefix = (torch.arange(tokens.shape[1], device=tokens.device) <= pos.unsqueeze(1)) & (tokens[row] > 0)
+    target, src = prefix.nonzero(as_tuple=True)  # (target, prefix position) pairs
+    tok = tokens[row[target], src]
+    vals, cols = table.value[tok], table.index[tok].long()
+    real = vals > 0  # unused slots hold 0
+    step = src.unsqueeze(1).expand_as(cols)[real]
+    keys, slot = torch.unique(target.unsqueeze(1).expand_as(cols)[real] * v + cols[real], return_inverse=True)
+    order = torch.argsort(step, stable=True)
+    slot, vals, bounds = slot[order], vals[real][order], torch.bincount(step, minlength=tokens.shape[1]).cumsum(0).tolist()
+    who, cols = keys // v, keys % v
+    # decay 1 is decayed_scores' cumsum, which accumulates float32 in float64 and rounds once
+    acc = torch.float64 if decay == 1.0 else vals.dtype
+    scores, vals, since = torch.zeros(keys.numel(), dtype=acc, device=vals.device), vals.to(acc), 0
+    for s, upto in enumerate(bounds):  # <= max_len steps; a table row's columns are distinct, one add per key
+        if decay != 1.0:
+            scores = torch.where(pos[who] >= s, decay * scores, scores)
+        scores.index_add_(0, slot[since:upto], vals[since:upto])
+        since = upto
+    scores = scores.to(table.value.dtype)
+    hit = cols == y[who]
+    target_score = torch.zeros(y.numel(), dtype=scores.dtype, device=scores.device).index_add_(0, who[hit], scores[hit])
+    mine = target_score[who]
+    ahead = (scores > mine) | ((scores == mine) & (cols < y[who]))
+    ranks = torch.bincount(who[ahead], minlength=y.numel())
+    lower = torch.bincount(who[cols < y[who]], minlength=y.numel())  # entries of a lower item
+    return ranks + (target_score == 0) * (y - lower)
+
+
+def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_targets: str = "all") -> float:
+    """MRR@5 of the table alone on T1 rows (the targets ``TaskModel.evaluate`` scores).
+
+    Ranked from dense [rows, L, V] scores (``decayed_scores``) while they cost less than the sparse
+    entries of ``table_ranks`` (~8x dearer each, a sort); in chunks of bounded size either way.
+    """
     acc = MetricAccumulator()
-    chunk = max(1, min(chunk, FULL_SCORES // (sequences.shape[1] * table.num_items)))  # bound [chunk, L, V]
-    for start in range(0, sequences.shape[0], chunk):
+    rows, length = sequences.shape
+    real = (sequences > 0).sum(1).double()
+    sparse_cost = 8.0 * max(table.k, 1) * float((real * (real + 1) / 2).sum())
+    dense = rows * length * table.num_items <= sparse_cost
+    budget, per_row = (FULL_SCORES, length * table.num_items) if dense else \
+        (ENTRY_BUDGET, length * (length + 1) // 2 * max(table.k, 1))
+    chunk = max(1, min(rows, budget // per_row))
+    for start in range(0, rows, chunk):
         seqs = sequences[start:start + chunk]
         keep = t1_target_mask(seqs, t1_targets)
-        scores = decayed_scores(table, seqs[:, :-1], decay)[keep]
-        acc.add_ranks(target_ranks(scores, seqs[:, 1:][keep] - 1))
+        if dense:
+            acc.add_ranks(target_ranks(decayed_scores(table, seqs[:, :-1], decay)[keep], seqs[:, 1:][keep] - 1))
+        else:
+            acc.add_ranks(table_ranks(table, seqs, keep, decay))
     return acc.means()["mrr@5"]
 
 
-def fit_transitions(train: torch.Tensor, valid: torch.Tensor, num_items: int, t1_targets: str = "all") -> dict:
+def fit_transitions(train: torch.Tensor, valid: torch.Tensor, num_items: int, t1_targets: str = "all",
+                    k: int | None = None) -> dict:
     """The transition table of ``train`` rows with the shrink, decay and k of best validation MRR@5.
 
-    Shrink and decay are chosen with the largest k, then k (``K_EPSILON``). Returns ``{"table",
-    "k", "shrink", "decay", "valid", "valid_k<k>" per k}`` (``valid``: the table's own MRR@5).
+    Shrink and decay are chosen with the largest k (of ``TOPK`` within ``TABLE_BYTES``, or the given
+    ``k``), then k (``K_EPSILON``). Returns ``{"table", "k", "shrink", "decay", "valid", "valid_k<k>"
+    per k tried}`` (``valid``: the table's own MRR@5).
     """
-    index, counts, holders = topk_transitions(train, num_items, max(TOPK))
+    grid = [k] if k else [c for c in TOPK if (num_items + 2) * c * 8 <= TABLE_BYTES] or [min(TOPK)]
+    index, counts, holders = topk_transitions(train, num_items, max(grid))
     best = None
     for shrink in SHRINK:
         table = transition_table(index, counts, holders, shrink)
@@ -219,9 +278,8 @@ def fit_transitions(train: torch.Tensor, valid: torch.Tensor, num_items: int, t1
             if best is None or mrr > best[0]:
                 best = (mrr, shrink, decay)
     _, shrink, decay = best
-    curve = {}
-    for k in sorted({min(k, index.shape[1]) for k in TOPK}):
-        curve[k] = table_mrr(transition_table(index, counts, holders, shrink, k), valid, decay, t1_targets)
+    curve = {c: table_mrr(transition_table(index, counts, holders, shrink, c), valid, decay, t1_targets)
+             for c in sorted({min(c, index.shape[1]) for c in grid})}
     k = min(c for c in curve if curve[c] >= (1.0 - K_EPSILON) * max(curve.values()))
     return {"table": transition_table(index, counts, holders, shrink, k), "k": k, "shrink": shrink,
             "decay": decay, "valid": curve[k], **{f"valid_k{c}": m for c, m in curve.items()}}

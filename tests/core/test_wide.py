@@ -8,9 +8,10 @@ from conure_core.config import ModelConfig
 from conure_core.errors import ConureError
 from conure_core.heads import build_head
 from conure_core.lineage import Lineage
+from conure_core.metrics import t1_target_mask, target_ranks
 from conure_core.model import TaskModel
-from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, bag_slots, decayed_last, decayed_scores, topk_transitions,
-                              transition_table)
+from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, bag_slots, decayed_last, decayed_scores,
+                              table_ranks, topk_transitions, transition_table)
 from tests.core.conftest import MODEL, cfg_for, learn_all, outputs
 
 WIDE = {**MODEL, "t1_wide": "cooccur", "user_repr": "mean_bag"}
@@ -56,6 +57,13 @@ def test_topk_table_counted_in_blocks_equals_the_dense_count():
     expected[1:31] = dense[1:31, 1:31] / (holders.unsqueeze(1) + 10.0)
     assert torch.equal(table.rows(torch.arange(32)), expected)
     assert torch.allclose(decayed_scores(table, rows, 0.8)[:, -1], decayed_last(table, rows, 0.8), atol=1e-6)
+    keep = t1_target_mask(rows)
+    for decay in (1.0, 0.5):  # the sparse ranks (no [targets, V]) are the dense scores' ranks
+        dense = target_ranks(decayed_scores(table, rows[:, :-1], decay)[keep], rows[:, 1:][keep] - 1)
+        assert torch.equal(table_ranks(table, rows, keep, decay), dense)
+    top5 = transition_table(index, counts, holders, 10.0, k=5)
+    dense = target_ranks(decayed_scores(top5, rows[:, :-1], 0.8)[keep], rows[:, 1:][keep] - 1)
+    assert torch.equal(table_ranks(top5, rows, keep, 0.8), dense)
 
 
 def test_bag_of_items_drops_padding_and_separator():
@@ -140,3 +148,8 @@ def test_auto_keeps_the_per_item_parts_on_at_any_size(tasks):
     curve = {int(key[7:]): v for key, v in info.wide.items() if key.startswith("valid_k")}
     assert info.wide["valid"] == curve[table.k] >= (1 - K_EPSILON) * max(curve.values())
     assert all(v < (1 - K_EPSILON) * max(curve.values()) for c, v in curve.items() if c < table.k)
+    fixed = TaskModel(ModelConfig(**{**MODEL, "t1_wide": "cooccur", "t1_topk": 3}), tasks[0].num_items)
+    info = fixed.add_task(tasks[0], cfg_for(0))  # an explicit k is kept (shrink and decay still chosen)
+    assert info.wide["k"] == fixed.heads["clicks"].wide_table.k == 3 and "valid_k3" in info.wide
+    with pytest.raises(ConureError, match=r"t1_topk=0; use a positive whole number or null"):
+        ModelConfig(t1_topk=0)
