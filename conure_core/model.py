@@ -139,7 +139,7 @@ class TaskModel:
         return info
 
     def _fit_wide(self, head: NextItemHead, task: TaskData) -> dict:
-        """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
+        """Fill T1's transition table from its train split (shrink, decay and k chosen on validation)."""
         fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
                               self.num_items, self.config.t1_targets, self.config.t1_topk)
         head.wide_table.fill(fit["table"].index, fit["table"].value)

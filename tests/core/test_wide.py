@@ -2,8 +2,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
-from conure_core.checkpoint import load_state, save_state
+from conure_core.checkpoint import CheckpointError, load_state, save_state
 from conure_core.config import ModelConfig
 from conure_core.errors import ConureError
 from conure_core.heads import build_head
@@ -122,6 +125,19 @@ def test_retention_and_state_round_trip_with_both_wide_parts(tasks, wide_learned
         idx, scores, metrics = outputs(loaded, task)
         assert torch.equal(idx, after[task.name][0]) and torch.equal(scores, after[task.name][1]), task.name
         assert metrics == after[task.name][2], task.name
+
+
+def test_a_state_with_a_dense_bag_is_refused_in_one_sentence(wide_learned, tmp_path):
+    path = save_state(wide_learned[0], tmp_path / "state.safetensors")
+    data = path.read_bytes()
+    tensors = st_load(data)
+    head = next(name[:-len(".bag.weight")] for name in tensors if name.endswith(".bag.weight"))
+    dense = torch.cat([tensors[f"{head}.weight"], tensors.pop(f"{head}.bag.weight")[1:].t()], dim=1)
+    tensors[f"{head}.weight"] = dense.contiguous()  # the layout before issue 16: [K, C + V]
+    path.write_bytes(st_save(tensors, metadata=safe_open(path, "pt").metadata()))
+    with pytest.raises(CheckpointError, match=rf"tensor {head}.weight has shape \[\d+, 56\] where this code's "
+                                              r"model has \[\d+, 16\]; .* learn the lineage again\."):
+        load_state(path)
 
 
 def test_class_repr_gives_class_tasks_their_own_user_vector(tasks):
