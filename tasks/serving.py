@@ -65,18 +65,10 @@ class Predictor:
 
     def _predict(self, task: str, sequences, k: int) -> list[dict]:
         info = self.model.info(task)
-        vocab = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
-        width = len(vocab) if info.kind == "class" else min(k, len(vocab))
-        idx, scores = self.model.predict(task, sequences, width)
-        answers = []
-        for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
-            if info.kind == "class":
-                probs = {str(vocab[i]): round(float(s), 6) for i, s in zip(row_idx, row_scores)}
-                answers.append({"label": str(vocab[row_idx[0]]), "probabilities": probs})
-            else:
-                answers.append({"items": [str(vocab[i]) for i in row_idx],
-                                "scores": [round(float(s), 6) for s in row_scores]})
-        return answers
+        kind = adapters.kind_of(info.kind)
+        vocab = kind.answer_vocab(info, self.model.item_vocab)
+        idx, scores = self.model.predict(task, sequences, kind.answer_width(k, vocab))
+        return kind.answers(idx.tolist(), scores.tolist(), vocab)
 
 
 @lru_cache(maxsize=4)
