@@ -117,7 +117,7 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
                                               help="Lineage name (default: 'default', or the suite's name)."),
         preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
         suite: str = typer.Option("default", help="Bundled suite: default (the six paper-style tasks) or signal "
-                                                   "(history, era, genre, rater: class tasks that carry signal)."),
+                                                   "(history, era, genre, rater, rating: tasks that carry signal)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
         nproc: int = NPROC) -> None:
     """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order
@@ -243,13 +243,16 @@ def predict(lineage: str = LINEAGE,
             user: str = typer.Option(..., "--user", "-u", help="User id as in the T1 table."),
             k: int = typer.Option(10, "-k", help="How many items (item tasks)."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user."""
+    """Top-k items (item tasks, T1), the class with its probabilities (class tasks) or a number
+    (regression tasks) for one user."""
     import tasks  # noqa: F401
     from tasks.serving import predict_user
 
     answer = predict_user(lineage, task, user, k)
     if as_json:
         print(json.dumps(answer))
+    elif "value" in answer:
+        print(f"user {user} · {task}: {answer['value']:.4f}")
     elif "label" in answer:
         probs = ", ".join(f"{l}: {p:.3f}" for l, p in sorted(answer["probabilities"].items(), key=lambda x: -x[1])[:5])
         print(f"user {user} · {task}: {answer['label']}  ({probs})")

@@ -134,7 +134,9 @@ class TrainConfig:
     # (lowest validation cross-entropy; steadier than accuracy on ~50 validation users).
     select: str = "metric"
     label_smoothing: float = 0.0  # class tasks' cross-entropy
-    user_dropout: float = 0.0  # class tasks: dropout on the user vector during training
+    user_dropout: float = 0.0  # class and regression tasks: dropout on the user vector during training
+    number_loss: str = "mse"  # regression tasks: "mse" | "huber" (quadratic within huber_delta)
+    huber_delta: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0:
@@ -150,6 +152,9 @@ class TrainConfig:
         self.prune_grid = sorted(float(r) for r in self.prune_grid)
         if self.select not in ("metric", "loss"):
             raise ConfigError(f"TrainConfig.select={self.select!r}; use 'metric' or 'loss'.")
+        if self.number_loss not in ("mse", "huber") or self.huber_delta <= 0:
+            raise ConfigError(f"TrainConfig.number_loss={self.number_loss!r}, huber_delta={self.huber_delta}; "
+                              "use 'mse' or 'huber' and a positive delta.")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.user_dropout < 1.0:
             raise ConfigError("TrainConfig label_smoothing and user_dropout must be in [0, 1).")
         if self.backbone_lr_scale < 0 or self.head_init < 0 or self.head_l2 < 0:
@@ -210,7 +215,8 @@ class Preset:
     # Prune ratio per task position (T1, T2, ...); the last value repeats; "auto" = chosen on
     # validation (TrainConfig.prune_auto, falling back to the ``later`` config's prune_ratio).
     prune_ratios: list[float | str] = field(default_factory=lambda: [0.7])
-    # Classification tasks' config when it differs from ``later`` (e.g. ~700 users need small batches).
+    # Per-user tasks' config (a kind's ``per_user``: class, regression) when it differs from ``later``
+    # (e.g. ~700 users need small batches).
     classes: TrainConfig | None = None
     # torch intra-op threads while this preset trains (None: torch's default). Results are bit-exact
     # for a given device and thread count, so a preset that fixes it also fixes its digests.
@@ -225,7 +231,10 @@ class Preset:
 
     def train_config(self, index: int, overrides: dict[str, Any] | None = None, kind: str | None = None) -> TrainConfig:
         """The TrainConfig of the task at 0-based position ``index`` (of ``kind``), with manifest overrides."""
-        base = self.first if index == 0 else (self.classes if kind == "class" and self.classes else self.later)
+        from conure_core.kinds import kind_of  # the kinds read this module's configs: resolved at call time
+
+        per_user = kind is not None and kind_of(kind).per_user
+        base = self.first if index == 0 else (self.classes if per_user and self.classes else self.later)
         ratio = self.prune_ratios[min(index, len(self.prune_ratios) - 1)]
         chosen = dataclasses.replace(base, prune_auto=True) if ratio == AUTO else \
             dataclasses.replace(base, prune_ratio=float(ratio))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from conure_core.heads import NextItemHead
+from conure_core.heads import LinearHead
 
 # Above this many [targets x negatives] logits the sampled softmax runs in row chunks and recomputes
 # them in backward (``SampledSoftmaxCE``): at 646K items x 20 % and 3K targets the plain form held
@@ -13,7 +13,7 @@ CHUNKED_LOGITS = 1 << 24
 ROW_CHUNK_LOGITS = 1 << 23  # logits per row chunk of the chunked form (32 MiB in fp32)
 
 
-def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: NextItemHead,
+def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: LinearHead,
                    sampled_fraction: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean next-item cross-entropy over the NON-padding targets (the authors' code counted padding).
 
@@ -39,7 +39,7 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: NextItemHe
     return F.cross_entropy(logits, torch.zeros_like(y))
 
 
-def bpr_loss(user: torch.Tensor, head: NextItemHead, positives: torch.Tensor,
+def bpr_loss(user: torch.Tensor, head: LinearHead, positives: torch.Tensor,
              negatives: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """BPR: -log sigmoid(s(u, pos) - s(u, neg)), one negative per positive; user [B, C].
 
@@ -54,23 +54,42 @@ def bpr_loss(user: torch.Tensor, head: NextItemHead, positives: torch.Tensor,
     return -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
 
 
-def class_loss(user: torch.Tensor, head: NextItemHead, labels: torch.Tensor, label_smoothing: float = 0.0,
+def class_loss(user: torch.Tensor, head: LinearHead, labels: torch.Tensor, label_smoothing: float = 0.0,
                dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Softmax cross-entropy over the task's classes.
 
     ``dropout``: inverted dropout on the (head-normalised) user vector, the mask drawn on the CPU from
     ``generator`` so a stage replays bit-identically; ``label_smoothing`` as in ``F.cross_entropy``.
     """
+    return F.cross_entropy(dropped_logits(user, head, dropout, generator), labels, label_smoothing=label_smoothing)
+
+
+def number_loss(user: torch.Tensor, head: LinearHead, targets: torch.Tensor, kind: str = "mse", delta: float = 1.0,
+                dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean squared error ("mse") or Huber loss ("huber", quadratic within ``delta``) of the head's one
+    output against numeric targets; ``dropout`` on the user vector as in ``class_loss``."""
+    predicted = dropped_logits(user, head, dropout, generator)[:, 0]
+    if kind == "huber":
+        return F.huber_loss(predicted, targets, delta=delta)
+    return F.mse_loss(predicted, targets)
+
+
+def dropped_logits(user: torch.Tensor, head: LinearHead, dropout: float, generator: torch.Generator | None
+                   ) -> torch.Tensor:
+    """The head's logits with inverted dropout on the user vector: its (normalised) TCN part and its bag's items."""
     if dropout <= 0.0:
-        return F.cross_entropy(head.scores(user), labels, label_smoothing=label_smoothing)
-    h = head._prep(user)
-    keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
-    logits = (h * keep) @ head.weight.t() + head.bias
+        return head.scores(user)
+    logits = dropped(head._prep(user), dropout, generator) @ head.weight.t() + head.bias
     if head.bag is not None:  # the bag's items drop out as the dense bag's columns did
         slots = user[:, head.width:]
-        kept = (torch.rand(slots.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
-        logits = logits + head.bag(slots, kept)
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        logits = logits + head.bag(slots, dropped(torch.ones_like(slots), dropout, generator))
+    return logits
+
+
+def dropped(h: torch.Tensor, dropout: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout on ``h``, the mask drawn on the CPU from ``generator`` (a stage replays bit-identically)."""
+    keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
+    return h * keep
 
 
 class SampledSoftmaxCE(torch.autograd.Function):

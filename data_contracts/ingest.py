@@ -15,6 +15,7 @@ from conure_core.atomic import publish_dir, sha256_file, staged_dir
 from conure_core.data import prepare as prep
 from conure_core.data.errors import DataError
 from conure_core.data.tables import find_table, read_table
+from conure_core.kinds import kind_of
 
 from . import suites
 from .errors import ContractError
@@ -105,7 +106,7 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
         table = read_table(file)
         columns = prep.resolve_columns(manifest.columns.model_dump())
         t1_dir = _t1_dir(t1)
-        if manifest.kind == "sequence":
+        if kind_of(manifest.kind).t1:
             if t1_dir is not None and require_t1:  # (validate_task_dir just ignores a T1 here)
                 raise ContractError(f"{task_dir / 'task.yaml'}: kind is sequence (a T1) but a T1 was passed; "
                                     f"learn it as the first task, or fix its kind.", file=str(task_dir))
@@ -117,30 +118,35 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, lists, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
+        kind = kind_of(manifest.kind)
         if t1_dir is None and not require_t1:  # `conure validate` of a lone folder: all but the join
-            users, labels = prep.label_source(table, columns, str(file))
+            users, labels = prep.label_source(table, columns, str(file), manifest.kind)
             frame = suites.label_frame(users, labels, None)
-            suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(),
-                                 unique_users=manifest.kind == "class")
+            suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), unique_users=kind.one_row_per_user)
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
         if t1_dir is None:
-            article = "an" if manifest.kind == "item" else "a"
+            article = "an" if manifest.kind[0] in "aeiou" else "a"
             raise ContractError(f"{task_dir / 'task.yaml'}: {article} {manifest.kind} task joins to T1 by user id, "
                                 f"but no T1 was given; ingest the sequence task first and pass it as t1.",
                                 file=str(task_dir))
-        users, labels = prep.label_source(table, columns, str(file))
+        users, labels = prep.label_source(table, columns, str(file), manifest.kind)
         t1_ref, t1_users = prep.t1_reference(t1_dir, task_root or Path(t1_dir).parent.parent / manifest.name)
         rows = prep.lookup_users(users, t1_users)
         frame = suites.label_frame(users, labels, rows >= 0)
-        suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(), known_floor=known_user_floor,
-                             unique_users=manifest.kind == "class")
+        suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), known_floor=known_user_floor,
+                             unique_users=kind.one_row_per_user)
         result = _timed_validate(frame, suite, clock)
         return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame), t1_ref,
                         rows, _lap(clock), t1_users)
     except DataError as exc:
         raise ContractError.from_data_error(exc) from None
+
+
+def _bounds(manifest: TaskManifest) -> tuple[int, int] | None:
+    """The distinct-label bounds to check: None for labels that are numbers (any count of values)."""
+    return None if kind_of(manifest.kind).labels == "numbers" else manifest.label_bounds()
 
 
 def _lap(clock: dict) -> dict:
@@ -167,7 +173,7 @@ def validate_task_dir(task_dir: Path, t1=None, *, known_user_floor: float = 0.5)
         return ValidationSummary(ok=False, task_dir=task_dir, failures=[str(exc)])
     rel = c.file.name
     unknown = 0
-    unchecked = [] if c.manifest.kind == "sequence" or t1 is not None else [
+    unchecked = [] if kind_of(c.manifest.kind).t1 or t1 is not None else [
         f"the join to T1 (share of users known to T1 >= {known_user_floor:g}, unknown users to quarantine): "
         f"no T1 was given"]
     if c.rows is not None and (c.rows < 0).any():
@@ -201,7 +207,7 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
     extra = {"manifest": m.model_dump(mode="json")}  # not the file name: same rows in CSV or Parquet, same digest
     t = time.perf_counter()
     try:
-        if m.kind == "sequence":
+        if kind_of(m.kind).t1:
             pt = prep.prepare_sequences(c.users, c.values, name=m.name, max_len=m.max_len or prep.DEFAULT_MAX_LEN,
                                         seed=m.split_seed)
         else:

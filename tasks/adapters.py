@@ -101,6 +101,38 @@ def load_lineage(state_dir: Path, device=None):
     return load_state(state_dir / STATE_FILE, device=device)
 
 
+def stage_inputs(store, stage: str, index: int, ref: dict, parent: str | None, preset: dict, device=None):
+    """(lineage, TaskData, TrainConfig) a stage starts from: the parent state, or T1's fresh lineage for
+    the first task's train stage; the one place every stage driver (one process, torchrun ranks) reads."""
+    data = load_task_data(store.layout.root, ref)
+    cfg = train_config(preset, index, ref)
+    if parent:
+        return load_lineage(store.state_path(parent), device=device), data, cfg
+    if stage == "train" and index == 0:
+        return new_lineage(preset["model"], data, device=device), data, cfg
+    raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
+
+
+def run_stage(lineage, stage: str, data, cfg, progress=None) -> dict:
+    """One Conure stage through the learner's single entry point (``Lineage.step``): a JSON-safe result."""
+    return lineage.step(stage, data, cfg, progress)
+
+
+def state_fingerprint(lineage) -> str:
+    """Digest of every tensor a state holds (the checkpoint's own layout): ranks compare it."""
+    from conure_core.checkpoint import state_tensors
+    from conure_core.distributed import tensors_digest
+
+    return tensors_digest(state_tensors(lineage))
+
+
+def owner_maps(state_dir: Path) -> dict:
+    """The owner maps of a stored state, straight from its file (no model build)."""
+    from conure_core.checkpoint import read_owner_maps
+
+    return read_owner_maps(state_dir / STATE_FILE)
+
+
 def save_lineage(lineage, tmp_dir: Path) -> str:
     """Write the state into ``tmp_dir`` and return its digest (sha256 of the safetensors file)."""
     from conure_core.checkpoint import save_state, state_digest
@@ -118,10 +150,15 @@ def train_config(preset: dict, index: int, ref: dict):
     return chosen.train_config(index, train_overrides(ref), ref.get("kind"))
 
 
-def metric_of(kind: str) -> str:
-    from conure_core.metrics import METRIC_OF_KIND
+def kind_of(name: str):
+    """The registered task kind ``name`` (``conure_core.kinds``): metric, display name, answers."""
+    from conure_core.kinds import kind_of as registered
 
-    return METRIC_OF_KIND[kind]
+    return registered(name)
+
+
+def metric_of(kind: str) -> str:
+    return kind_of(kind).metric
 
 
 def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict], progress=None) -> dict:
@@ -141,13 +178,21 @@ def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict]
     return reports[name].to_dict()
 
 
-def matrix_summary(matrix: list[list[float | None]]) -> dict:
-    """``final_average`` and ``backward_transfer`` of an accuracy matrix (the learner's one definition);
-    None for a matrix with a missing or non-finite entry (a report still prints)."""
+def pad_matrix(rows: list[list[float | None]], n: int) -> list[list[float | None]]:
+    """Rows of growing length as an n x n lower-triangular matrix (the learner's one padding)."""
+    from conure_core.cl_report import pad
+
+    return pad(rows, n)
+
+
+def matrix_summary(matrix: list[list[float | None]], metrics: list[str] | None = None) -> dict:
+    """``final_average`` and ``backward_transfer`` of an accuracy matrix (the learner's one definition,
+    ``metrics`` naming each column's metric for its direction); None for a matrix with a missing or
+    non-finite entry (a report still prints)."""
     from conure_core.cl_report import ReportError, backward_transfer, final_average
 
     try:
-        return {"final_average": final_average(matrix), "backward_transfer": backward_transfer(matrix)}
+        return {"final_average": final_average(matrix), "backward_transfer": backward_transfer(matrix, metrics=metrics)}
     except ReportError:
         return {"final_average": None, "backward_transfer": None}
 
@@ -175,7 +220,7 @@ def load_preset(name: str | None) -> dict:
 
 
 def task_kind(task_dir: Path) -> str:
-    """The kind (sequence | item | class) a task folder's manifest declares (ContractError if unreadable)."""
+    """The kind (sequence | item | class | regression ...) a task folder's manifest declares (ContractError if unreadable)."""
     from data_contracts.manifest import load_manifest
 
     return load_manifest(Path(task_dir)).kind

@@ -15,7 +15,8 @@ from tasks.store import LineageStore
 
 
 class Predictor:
-    """Top-k items (sequence / item tasks) or a class with probabilities (class tasks) per (user, task)."""
+    """Per (user, task), the answer of the task's kind: top-k items (sequence / item tasks), a class with
+    probabilities (class tasks) or a number (regression tasks)."""
 
     def __init__(self, state_dir: Path, t1_dir: Path, label: str = "this model"):
         t1 = adapters.load_task_data(Path(t1_dir), {"path": str(Path(t1_dir).resolve())})
@@ -65,18 +66,10 @@ class Predictor:
 
     def _predict(self, task: str, sequences, k: int) -> list[dict]:
         info = self.model.info(task)
-        vocab = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
-        width = len(vocab) if info.kind == "class" else min(k, len(vocab))
-        idx, scores = self.model.predict(task, sequences, width)
-        answers = []
-        for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
-            if info.kind == "class":
-                probs = {str(vocab[i]): round(float(s), 6) for i, s in zip(row_idx, row_scores)}
-                answers.append({"label": str(vocab[row_idx[0]]), "probabilities": probs})
-            else:
-                answers.append({"items": [str(vocab[i]) for i in row_idx],
-                                "scores": [round(float(s), 6) for s in row_scores]})
-        return answers
+        kind = adapters.kind_of(info.kind)
+        vocab = kind.answer_vocab(info, self.model.item_vocab)
+        idx, scores = self.model.predict(task, sequences, kind.answer_width(k, vocab))
+        return kind.answers(idx.tolist(), scores.tolist(), vocab)
 
 
 @lru_cache(maxsize=4)
@@ -86,7 +79,8 @@ def _predictor(state_dir: str, t1_dir: str, label: str) -> Predictor:
 
 def predict_user(lineage: str, task: str, user: str, k: int = 10) -> dict:
     """``{"user","task","items","scores"}`` for sequence/item tasks, ``{"user","task","label","probabilities"}``
-    for class tasks, from the lineage's HEAD state; the user must appear in the lineage's T1 data."""
+    for class tasks, ``{"user","task","value"}`` for regression tasks, from the lineage's HEAD state; the
+    user must appear in the lineage's T1 data."""
     store = LineageStore()
     head = store.require_head(lineage)
     if not head.state_digest:
