@@ -84,9 +84,30 @@ def matrix_table(report: dict) -> Table:
     return table
 
 
+def capacity_table(report: dict) -> Table:
+    """Per prunable tensor and in total: free now, what each task took, the average task, how many more fit."""
+    cap = report["capacity"]
+    tasks = report["tasks"]
+    table = Table(title=f"capacity (share of each prunable tensor; more tasks of the average size that fit "
+                        f"before min_free {cap['min_free']:.0%}: {'-' if cap['fits'] is None else cap['fits']})",
+                  title_justify="left")
+    table.add_column("tensor", style="bold")
+    table.add_column("free", justify="right")
+    for t in tasks:
+        table.add_column(f"{t}\ntook", justify="right")
+    table.add_column("average", justify="right")
+    table.add_column("fits", justify="right")
+    for name, v in sorted(cap["layers"].items(), key=lambda kv: kv[0] == "total"):
+        table.add_row(name, f"{v['free']:.1%}", *[f"{v['taken'].get(t, 0):.1%}" for t in tasks], f"{v['average']:.1%}",
+                      "-" if v["fits"] is None else str(v["fits"]))
+    return table
+
+
 def print_report(report: dict, file=None) -> None:
     target = Console(file=file, width=140) if file else out
     target.print(matrix_table(report))
+    if (report.get("capacity") or {}).get("layers"):
+        target.print(capacity_table(report))
     if report.get("state_digest"):
         target.print(f"state digest: {report['state_digest']}", highlight=False)
 

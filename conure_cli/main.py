@@ -240,21 +240,30 @@ def report(lineage: str = LINEAGE,
 @app.command()
 def predict(lineage: str = LINEAGE,
             task: str = typer.Option(..., "--task", "-t", help="A learned task of the lineage."),
-            user: str = typer.Option(..., "--user", "-u", help="User id as in the T1 table."),
+            user: Optional[str] = typer.Option(None, "--user", "-u", help="User id as in the stored histories (T1, "
+                                                                          "or the latest `conure refresh`)."),
+            items: Optional[str] = typer.Option(None, "--items", help="A history instead of a user: item ids, oldest "
+                                                                      "first, comma-separated (e.g. 12,54,77)."),
             k: int = typer.Option(10, "-k", help="How many items (item tasks)."),
+            exclude_seen: bool = typer.Option(True, "--exclude-seen/--keep-seen",
+                                              help="Item answers leave out items of the history."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user."""
+    """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user or history."""
     import tasks  # noqa: F401
     from tasks.serving import predict_user
 
-    answer = predict_user(lineage, task, user, k)
+    history = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
+    answer = predict_user(lineage, task, user, k, history, exclude_seen)
     if as_json:
         print(json.dumps(answer))
-    elif "label" in answer:
+        return
+    who = f"user {user}" if user is not None else f"history of {len(history)} item(s)" + (
+        f" ({answer['unknown_items']} unknown, dropped)" if answer.get("unknown_items") else "")
+    if "label" in answer:
         probs = ", ".join(f"{l}: {p:.3f}" for l, p in sorted(answer["probabilities"].items(), key=lambda x: -x[1])[:5])
-        print(f"user {user} · {task}: {answer['label']}  ({probs})")
+        print(f"{who} · {task}: {answer['label']}  ({probs})")
     else:
-        print(f"user {user} · {task}: top-{len(answer['items'])} " +
+        print(f"{who} · {task}: top-{len(answer['items'])} " +
               ", ".join(f"{i} ({s:.3f})" for i, s in zip(answer["items"], answer["scores"])))
 
 

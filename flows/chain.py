@@ -213,6 +213,8 @@ def learn_refs(fr: FlowRun, head: Head, refs: list[dict]) -> Head:
             raise PipelineError(f"the first task of lineage '{head.lineage}' must be the sequence task (T1), "
                                 f"not {ref['kind']} task '{ref['name']}'; learn T1 first.")
         parent = head.tasks[pos - 1].state_digest if pos else None
+        if pos == len(head.tasks):
+            warn_capacity(head, pos, ref)
         learned = learn_one(fr, head, pos, ref, parent, head.tasks[:pos])
         if pos < len(head.tasks):
             if head.tasks[pos].state_digest == learned["task"].state_digest:
@@ -245,8 +247,10 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
     metrics = [ev["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
     row = [ev["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
     matrix = [list(r) for r in head.matrix[:pos]] + [row]
+    capacity = adapters.capacity_forecast([r["name"] for r in refs], [t.free_capacity for t in prior] +
+                                          [ev["free_capacity"]], min_free_of(head))
     fr.stats.call(steps.register, lineage=head.lineage, state=parent, refs=refs, metrics=metrics, matrix=matrix,
-                  free_capacity=ev["free_capacity"], track=track)
+                  free_capacity=ev["free_capacity"], track=track, capacity=capacity, histories=head.histories)
     manifest = ref.get("manifest") or {}
     task = LearnedTask(name=ref["name"], kind=ref["kind"], metric=metrics[-1], prepared_digest=ref["digest"],
                        prepared_path=ref["path"], source=ref.get("source", ""),
@@ -255,6 +259,25 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
                        rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
                        manifest=manifest)
     return {"task": task, "row": row}
+
+
+def min_free_of(head: Head) -> float:
+    return float((head.config.get("model") or {}).get("min_free") or 0.0)
+
+
+def warn_capacity(head: Head, pos: int, ref: dict) -> None:
+    """Before a new task after T1: warn when it is expected to leave less than ``min_free`` free, saying what to do."""
+    if not pos or not head.tasks[-1].free_capacity:
+        return
+    cfg = adapters.train_config(head.config, pos, ref)
+    total = adapters.capacity_forecast([t.name for t in head.tasks], [t.free_capacity for t in head.tasks],
+                                       min_free_of(head))["layers"].get("total")
+    if total is None:
+        return
+    message = adapters.capacity_warning(ref["name"], total["free"], None if cfg.prune_auto else cfg.prune_ratio,
+                                        total["average"], min_free_of(head))
+    if message:
+        warn(f"lineage '{head.lineage}': {message}")
 
 
 def ref_of(t: LearnedTask) -> dict:

@@ -1,8 +1,11 @@
-"""Answers for users under learned tasks (top-k items or a class): one code path for `conure predict`
-and the registered MLflow model (``tasks/pyfunc_model.py``).
+"""Answers under learned tasks (top-k items or a class) for a stored user or a live history: one code
+path for `conure predict` and the registered MLflow model (``tasks/pyfunc_model.py``).
 
-``Predictor`` holds one lineage state and its T1 table; every learned task of that state answers
-with the weights it owned when it was learned, so a state after task n answers tasks 1..n.
+``Predictor`` holds one lineage state and its users' stored histories (the T1 table, or a refreshed
+one: `conure refresh`); every learned task of that state answers with the weights it owned when it
+was learned, so a state after task n answers tasks 1..n. A row names a ``user`` (their stored
+history is read) or carries ``items`` (a history, oldest first, encoded the same way): the same
+history gives the same answer either way.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from tasks.store import LineageStore
 
 
 class Predictor:
-    """Top-k items (sequence / item tasks) or a class with probabilities (class tasks) per (user, task)."""
+    """Top-k items (sequence / item tasks) or a class with probabilities (class tasks) per row."""
 
     def __init__(self, state_dir: Path, t1_dir: Path, label: str = "this model"):
         t1 = adapters.load_task_data(Path(t1_dir), {"path": str(Path(t1_dir).resolve())})
@@ -23,60 +26,117 @@ class Predictor:
         self.rows = {str(u): i for i, u in enumerate(t1.user_ids)}
         self.t1_name = t1.name
         self.model = adapters.load_lineage(Path(state_dir))
+        self.catalogue = adapters.catalogue(self.model)
         self.label = label
+        self._answers: dict[str, tuple] = {}
 
     @property
     def tasks(self) -> list[str]:
         return list(self.model.tasks)
 
-    def problem(self, task: str, user: str) -> str | None:
-        """Why (task, user) cannot be answered, in one sentence; None when it can."""
+    def problem(self, task: str, user: str | None, history: list | None) -> str | None:
+        """Why a row cannot be answered, in one sentence; None when it can."""
         if task not in self.tasks:
             return (f"task '{task}' is not learned by {self.label}; it answers {', '.join(self.tasks)} "
                     f"(a version for task n answers tasks 1..n).")
-        if user not in self.rows:
-            return (f"user '{user}' is not in the T1 data of {self.label} ({self.t1_name}, {len(self.rows)} users); "
-                    "pass a user id from that table.")
+        if history is None and user is None:
+            return "the row has neither 'user' nor 'items'; send a user id or a list of item ids (oldest first)."
+        if history is None and user not in self.rows:
+            return (f"user '{user}' is not in the stored histories of {self.label} ({self.t1_name}, "
+                    f"{len(self.rows)} users); pass a user id from that table, or their history as 'items'.")
         return None
 
-    def answer_rows(self, users: list[str], tasks: list[str], k: int = 10) -> list[dict]:
-        """One answer per (user, task) row; a row that cannot be answered gets ``{"user","task","error"}``.
+    def history_of(self, user: str) -> list[str]:
+        """A stored user's history as item ids, oldest first (what ``items`` must hold to answer as ``user``)."""
+        tokens = self.sequences[self.rows[str(user)]]
+        return [self.catalogue[t - 1].as_py() for t in tokens[tokens > 0].tolist()]
 
-        The model runs once per task over all of its rows (the loop over rows is lookups only).
+    def answer_rows(self, users: list | None, tasks: list[str], k: int = 10, items: list | None = None,
+                    exclude_seen: bool = True) -> list[dict]:
+        """One answer per row; a row that cannot be answered gets ``{"task", "error", ...}`` instead.
+
+        ``items[i]`` (a list of item ids, oldest first) answers row i from that history, else ``users[i]``'s
+        stored one is read. Ids the catalogue does not hold are dropped and counted (``unknown_items``);
+        a history with no known item is that row's error. ``exclude_seen``: item answers leave out items of
+        the history. The model runs once per task over all of its rows (the loop over rows is lookups only).
         """
         import torch
 
         if int(k) < 1:
             raise PipelineError(f"-k {k} must be at least 1.")
-        users = [str(u) for u in users]
-        out: list[dict] = [{}] * len(users)
+        n = len(tasks)
+        users = [None if u is None else str(u) for u in (users if users is not None else [None] * n)]
+        items = list(items) if items is not None else [None] * n
+        out: list[dict] = [{}] * n
+        hist_rows = [i for i, h in enumerate(items) if h is not None]
+        pos_of = {i: pos for pos, i in enumerate(hist_rows)}
+        encoded = adapters.encode_histories([items[i] for i in hist_rows], self.catalogue, self.sequences.shape[1]) \
+            if hist_rows else None
+        tokens = torch.zeros((n, self.sequences.shape[1]), dtype=self.sequences.dtype)
         by_task: dict[str, list[int]] = {}
-        for i, (user, task) in enumerate(zip(users, tasks)):
-            why = self.problem(task, user)
+        for i, (user, task, history) in enumerate(zip(users, tasks, items)):
+            why = self.problem(task, user, history)
+            if why is None and history is not None and not encoded.known[pos_of[i]]:
+                why = (f"the history has no item this model knows ({len(history)} item id(s), none in the T1 "
+                       f"catalogue of {len(self.catalogue)} items); send at least one known item id.")
             if why:
-                out[i] = {"user": user, "task": task, "error": why}
+                out[i] = {"task": task, "error": why, **({"user": user} if user is not None else {})}
             else:
                 by_task.setdefault(task, []).append(i)
+        if hist_rows:
+            tokens[hist_rows] = encoded.tokens.to(tokens.dtype)
+        stored = [i for i in range(n) if items[i] is None and users[i] in self.rows]
+        if stored:
+            tokens[stored] = self.sequences.index_select(0, torch.tensor([self.rows[users[i]] for i in stored]))
         for task, idx in by_task.items():
-            rows = torch.tensor([self.rows[users[i]] for i in idx], dtype=torch.long)
-            for i, answer in zip(idx, self._predict(task, self.sequences.index_select(0, rows), int(k))):
-                out[i] = {"user": users[i], "task": task, **answer}
+            for i, answer in zip(idx, self._predict(task, tokens[idx], int(k), exclude_seen)):
+                head = {"user": users[i]} if users[i] is not None else {}
+                if items[i] is not None:
+                    head["unknown_items"] = int(encoded.unknown[pos_of[i]])
+                out[i] = {**head, "task": task, **answer}
         return out
 
-    def _predict(self, task: str, sequences, k: int) -> list[dict]:
+    def _predict(self, task: str, sequences, k: int, exclude_seen: bool) -> list[dict]:
+        import torch
+
         info = self.model.info(task)
-        vocab = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
-        width = len(vocab) if info.kind == "class" else min(k, len(vocab))
-        idx, scores = self.model.predict(task, sequences, width)
-        answers = []
-        for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
-            if info.kind == "class":
-                probs = {str(vocab[i]): round(float(s), 6) for i, s in zip(row_idx, row_scores)}
-                answers.append({"label": str(vocab[row_idx[0]]), "probabilities": probs})
-            else:
-                answers.append({"items": [str(vocab[i]) for i in row_idx],
-                                "scores": [round(float(s), 6) for s in row_scores]})
-        return answers
+        vocab, seen_map = self._labels(task)
+        num = len(vocab)
+        if info.kind == "class":
+            idx, scores = self.model.predict(task, sequences, num)
+            probs = scores.numpy().round(6).tolist()
+            names = vocab[idx.numpy()].tolist()
+            return [{"label": row[0], "probabilities": dict(zip(row, p))} for row, p in zip(names, probs)]
+        if not exclude_seen:
+            idx, scores = self.model.predict(task, sequences, min(k, num))
+            return self._items(vocab, idx, scores)
+        # the top k + L answers hold at least k unseen ones (a history has at most L items)
+        idx, scores = self.model.predict(task, sequences, min(k + sequences.shape[1], num))
+        seen_pos = seen_map[sequences.long()]  # [B, L] label positions of the history, -1 for none
+        seen = (idx.unsqueeze(2) == seen_pos.unsqueeze(1)).any(dim=2)
+        order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices[:, :k]
+        keep = ~seen.gather(1, order)
+        return self._items(vocab, idx.gather(1, order), scores.gather(1, order), keep)
+
+    @staticmethod
+    def _items(vocab, idx, scores, keep=None) -> list[dict]:
+        names = vocab[idx.numpy()].tolist()
+        values = scores.numpy().round(6).tolist()
+        if keep is None:
+            return [{"items": n, "scores": s} for n, s in zip(names, values)]
+        counts = keep.sum(dim=1).tolist()  # fewer than k unseen items exist only in tiny vocabularies
+        return [{"items": n[:c], "scores": s[:c]} for n, s, c in zip(names, values, counts)]
+
+    def _labels(self, task: str):
+        """(label names as a numpy array, T1 token -> label position) of a task, built once."""
+        if task not in self._answers:
+            import numpy as np
+
+            info = self.model.info(task)
+            names = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
+            vocab = np.asarray([str(v) for v in names], dtype=object)
+            self._answers[task] = (vocab, adapters.label_positions(self.catalogue, [str(v) for v in names]))
+        return self._answers[task]
 
 
 @lru_cache(maxsize=4)
@@ -84,9 +144,11 @@ def _predictor(state_dir: str, t1_dir: str, label: str) -> Predictor:
     return Predictor(Path(state_dir), Path(t1_dir), label)
 
 
-def predict_user(lineage: str, task: str, user: str, k: int = 10) -> dict:
+def predict_user(lineage: str, task: str, user: str | None = None, k: int = 10, items: list[str] | None = None,
+                 exclude_seen: bool = True) -> dict:
     """``{"user","task","items","scores"}`` for sequence/item tasks, ``{"user","task","label","probabilities"}``
-    for class tasks, from the lineage's HEAD state; the user must appear in the lineage's T1 data."""
+    for class tasks, from the lineage's HEAD state: for ``user`` (from the lineage's stored histories) or
+    for the history ``items`` (then ``unknown_items`` counts the ids the model does not know)."""
     store = LineageStore()
     head = store.require_head(lineage)
     if not head.state_digest:
@@ -95,9 +157,11 @@ def predict_user(lineage: str, task: str, user: str, k: int = 10) -> dict:
     head.task(task)  # names the lineage's tasks when it is not one of them
     if k < 1:
         raise PipelineError(f"-k {k} must be at least 1.")
-    predictor = _predictor(str(store.state_path(head.state_digest)), str(store.prepared_abs(head.tasks[0])),
+    if (user is None) == (items is None):
+        raise PipelineError("pass exactly one of --user (a stored user) or --items (a history, e.g. 12,54,77).")
+    predictor = _predictor(str(store.state_path(head.state_digest)), str(store.histories_abs(head)),
                            f"lineage '{lineage}'")
-    [answer] = predictor.answer_rows([str(user)], [task], k)
+    [answer] = predictor.answer_rows([user], [task], k, None if items is None else [items], exclude_seen)
     if "error" in answer:
         raise PipelineError(answer["error"])
     return answer

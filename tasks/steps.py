@@ -53,7 +53,10 @@ def _eval_key(_ctx, p: dict) -> str:
 
 
 def _register_key(_ctx, p: dict) -> str:
-    return "register-" + digest_json([p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()])
+    key = [p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()]
+    if p.get("histories"):  # refreshed histories: another registered version of the same state
+        key.append(p["histories"]["digest"])
+    return "register-" + digest_json(key)
 
 
 # --- tracking helpers --------------------------------------------------------------------------
@@ -292,8 +295,10 @@ def _owner_maps(state_dir: Path) -> dict[str, Any]:
 
 @task(name="register", task_run_name=run_name("register"), **cached(_register_key))
 def register(lineage: str, state: str, refs: list[dict], metrics: list[str], matrix: list[list[float | None]],
-             free_capacity: dict[str, float], track: dict) -> dict:
-    """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap) and the model version."""
+             free_capacity: dict[str, float], track: dict, capacity: dict | None = None,
+             histories: dict | None = None) -> dict:
+    """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap, capacity forecast)
+    and the model version (answering ``user`` rows from ``histories``, the latest refresh, else T1's table)."""
     lay = Layout()
     state_dir = LineageStore(lay).state_path(state)
     tracker = _tracker(lineage, track)
@@ -305,13 +310,17 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     step_metrics = {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row) if v is not None}
     step_metrics.update({"free_capacity/total": free_capacity["total"],
                          **{f"free_capacity/{k}": v for k, v in free_capacity.items() if k != "total"}})
+    if capacity:
+        step_metrics.update(capacity_metrics(capacity, current["name"]))
+        tracker.log_bytes(run, json.dumps(capacity, indent=1).encode(), "capacity/forecast.json")
     for target in (run, track["flow_run"]):
         tracker.log_metrics(target, step_metrics, step=n)
     tracker.log_owner_maps(run, _owner_maps(state_dir), n)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
-    version = tracker.register(run, state_dir, adapters.abs_path(lay.root, refs[0]["path"]), names, state)
+    t1_dir = adapters.abs_path(lay.root, (histories or refs[0])["path"])
+    version = tracker.register(run, state_dir, t1_dir, names, state, (histories or {}).get("digest", ""))
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
     model = f"conure-{lineage}"
@@ -325,6 +334,16 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
                        f"`mlflow.pyfunc.load_model(\"models:/{model}/{version}\")`, or serve it with "
                        f"`mlflow models serve -m models:/{model}@head --env-manager local`.\n")
     return {"model": model, "version": version}
+
+
+def capacity_metrics(capacity: dict, task: str) -> dict[str, float]:
+    """MLflow metrics of a capacity forecast: ``capacity/fits`` and, per tensor, free / taken by ``task`` /
+    average task / fits."""
+    out = {"capacity/fits": capacity["fits"]}
+    for name, v in capacity["layers"].items():
+        out.update({f"capacity/{name}/free": v["free"], f"capacity/{name}/taken": v["taken"].get(task),
+                    f"capacity/{name}/average": v["average"], f"capacity/{name}/fits": v["fits"]})
+    return out
 
 
 def _baseline_key(_ctx, p: dict) -> str:
