@@ -218,6 +218,26 @@ def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source li
 
 
 @app.command()
+def refresh(update_dir: Path = typer.Argument(..., help="T1 update folder: task.yaml (kind sequence) + the users' "
+                                                        "current histories (new or longer rows)."),
+            lineage: str = LINEAGE,
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Refresh the users' stored histories that `predict --user` and the registered model read, from a T1
+    update folder, without retraining: a new registered version of the same weights (tracked in MLflow)."""
+    _flows()
+    from flows.refresh import refresh_histories
+
+    out = refresh_histories(update_dir=str(update_dir), lineage=lineage)
+    if as_json:
+        print(json.dumps(out))
+        return
+    h = out["histories"]
+    print(f"lineage '{lineage}': histories {h['digest']} ({h['users']:,} users: {h['updated']:,} updated, "
+          f"{h['added']:,} added; {h['unknown_items']:,} unknown item ids dropped, {h['skipped_users']:,} users "
+          f"with no known item skipped); registered {out['model']} version {out['version']} (same weights)")
+
+
+@app.command()
 def report(lineage: str = LINEAGE,
            as_json: bool = typer.Option(False, "--json", help="One JSON object: lineage, strategy, tasks, metric, "
                                                               "matrix, free_capacity, state_digest, backfills.")) -> None:

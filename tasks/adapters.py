@@ -224,3 +224,12 @@ def capacity_warning(task: str, free: float, ratio: float | None, average: float
     from conure_core.capacity import warning
 
     return warning(task, free, ratio, average, min_free)
+
+
+def refresh_histories(update_dir: Path, out_root: Path, base_dir: Path, home: Path) -> tuple[dict, dict]:
+    """A T1 update folder validated and merged into the stored histories of ``base_dir``
+    (``data_contracts.ingest.ingest_update``): (reference as JSON, counts)."""
+    from data_contracts.ingest import ingest_update
+
+    ref, counts = ingest_update(Path(update_dir), Path(out_root), Path(base_dir))
+    return ref_to_dict(ref, home), counts

@@ -346,6 +346,44 @@ def capacity_metrics(capacity: dict, task: str) -> dict[str, float]:
     return out
 
 
+def _refresh_key(_ctx, p: dict) -> str:
+    return "refresh-" + digest_json([p["lineage"], p["folder_digest"], p["base"]["digest"], p["state"],
+                                     Layout().tracking_uri(), code_version()])
+
+
+@task(name="refresh", task_run_name=run_name("refresh"), **cached(_refresh_key))
+def refresh(lineage: str, update_dir: str, folder_digest: str, base: dict, state: str, names: list[str],
+            track: dict) -> dict:
+    """Users' stored histories refreshed by a T1 update folder (validated, same item vocabulary), and a
+    new registered version of the same state answering ``user`` rows from them; an MLflow run records it."""
+    lay = Layout()
+    base_dir = adapters.abs_path(lay.root, base["path"])
+    started = time.perf_counter()
+    ref, counts = adapters.refresh_histories(Path(update_dir), lay.prepared, base_dir, lay.root)
+    tracker = _tracker(lineage, track)
+    run = tracker.start_run(f"refresh:{Path(update_dir).name}", parent=track["flow_run"],
+                            tags={"conure.stage": "refresh", "conure.state_digest": state},
+                            params={"update": update_dir, "update_digest": folder_digest, "base_histories": base["digest"],
+                                    "histories": ref["digest"], "state_digest": state})
+    try:
+        tracker.log_dataset(run, f"{ref['name']}-histories", ref["digest"], str(adapters.abs_path(lay.root, ref["path"])),
+                            "refresh", profile=counts)
+        tracker.log_metrics(run, {f"refresh/{k}": v for k, v in counts.items()}, step=len(names))
+        version = tracker.register(run, LineageStore(lay).state_path(state), adapters.abs_path(lay.root, ref["path"]),
+                                   names, state, ref["digest"])
+        tracker.set_tags(run, {"conure.model_version": version})
+        tracker.end_run(run)
+    except BaseException:
+        tracker.end_run(run, "FAILED")
+        raise
+    get_run_logger().info(f"histories refreshed from {update_dir}: {counts}; registered conure-{lineage} "
+                          f"version {version} (same state {state[:12]})")
+    histories = {"name": ref["name"], "path": ref["path"], "digest": ref["digest"], "source": update_dir,
+                 "base": base["digest"], **counts}
+    return {"histories": histories, "model": f"conure-{lineage}", "version": version,
+            "compute_s": time.perf_counter() - started}
+
+
 def _baseline_key(_ctx, p: dict) -> str:
     return "baseline-" + digest_json([p["strategy"], [r["digest"] for r in p["refs"]], p["preset"], code_version()])
 
