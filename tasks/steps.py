@@ -30,6 +30,9 @@ from tasks.store import LineageStore
 quiet_prefect_logs()
 
 STAGES = ("train", "prune", "retrain")
+# The registered pyfunc model's interface (tasks/tracking.py's signature); bumping it makes a re-run
+# register a new version of an already registered state. 2: rows carry `user` or `items`, param exclude_seen.
+MODEL_FORMAT = "2"
 
 
 # --- cache keys --------------------------------------------------------------------------------
@@ -53,7 +56,7 @@ def _eval_key(_ctx, p: dict) -> str:
 
 
 def _register_key(_ctx, p: dict) -> str:
-    key = [p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()]
+    key = [p["lineage"], p["state"], p["matrix"], Layout().tracking_uri(), MODEL_FORMAT]
     if p.get("histories"):  # refreshed histories: another registered version of the same state
         key.append(p["histories"]["digest"])
     return "register-" + digest_json(key)
@@ -320,7 +323,7 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
     t1_dir = adapters.abs_path(lay.root, (histories or refs[0])["path"])
-    version = tracker.register(run, state_dir, t1_dir, names, state, (histories or {}).get("digest", ""))
+    version = tracker.register(run, state_dir, t1_dir, names, state, (histories or {}).get("digest", ""), MODEL_FORMAT)
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
     model = f"conure-{lineage}"
@@ -370,7 +373,7 @@ def refresh(lineage: str, update_dir: str, folder_digest: str, base: dict, state
                             "refresh", profile=counts)
         tracker.log_metrics(run, {f"refresh/{k}": v for k, v in counts.items()}, step=len(names))
         version = tracker.register(run, LineageStore(lay).state_path(state), adapters.abs_path(lay.root, ref["path"]),
-                                   names, state, ref["digest"])
+                                   names, state, ref["digest"], MODEL_FORMAT)
         tracker.set_tags(run, {"conure.model_version": version})
         tracker.end_run(run)
     except BaseException:

@@ -283,9 +283,10 @@ class Tracker:
                     model_config={"lineage": self.lineage, "tasks": tasks}, tags={"conure.lineage": self.lineage})
 
     def register(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str], state_digest: str,
-                 histories_digest: str = "") -> str:
+                 histories_digest: str = "", model_format: str = "") -> str:
         """Version of ``conure-<lineage>`` for this state and stored histories (``t1_dir``: T1's table, or
-        a `conure refresh` of it with ``histories_digest``), re-used when already registered, + aliases."""
+        a `conure refresh` of it with ``histories_digest``), re-used when already registered with the same
+        ``model_format`` (the pyfunc interface), + aliases."""
         name = model_name(self.lineage)
         try:
             self.client.get_registered_model(name)
@@ -297,7 +298,8 @@ class Tracker:
                 pass  # created meanwhile
         existing = [v for v in self.client.search_model_versions(f"name='{name}'")
                     if v.tags.get("state_digest") == state_digest
-                    and v.tags.get("histories_digest", "") == histories_digest]
+                    and v.tags.get("histories_digest", "") == histories_digest
+                    and v.tags.get("model_format", "") == model_format]
         if existing:
             version = existing[0].version
         else:
@@ -305,7 +307,8 @@ class Tracker:
             mv = self.client.create_model_version(
                 name, source=f"models:/{info.model_id}", run_id=run_id, model_id=info.model_id,
                 tags={"state_digest": state_digest, "tasks": ",".join(tasks), "num_tasks": str(len(tasks)),
-                      **({"histories_digest": histories_digest} if histories_digest else {})},
+                      **({"histories_digest": histories_digest} if histories_digest else {}),
+                      **({"model_format": model_format} if model_format else {})},
                 description=f"Conure lineage '{self.lineage}' after {len(tasks)} task(s): {', '.join(tasks)}. "
                             "Input rows: task and user (strings) or items (a list of item ids, oldest "
                             "first); params: k, exclude_seen.")
