@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from conure_core.data.types import TaskData
-from conure_core.metrics import METRIC_OF_KIND, MetricAccumulator, target_ranks
+from conure_core.kinds import metric_of
+from conure_core.metrics import MetricAccumulator, target_ranks
 from conure_core.naive import naive_baseline
 from conure_core.wide import bag_of_items, fit_transitions, table_mrr
 
@@ -126,7 +127,7 @@ def sequence_cooccurrence(task: TaskData, t1_targets: str = "all") -> dict:
 
 def naive(task: TaskData, t1_targets: str = "all") -> dict:
     """Most-popular (T1, item tasks) or majority class, on valid and test (train counts only)."""
-    metric = METRIC_OF_KIND[task.kind]
+    metric = metric_of(task.kind)
     name, test = naive_baseline(task, "test", t1_targets)
     _, valid = naive_baseline(task, "valid", t1_targets)
     return {"name": name, "params": {}, "valid": valid[metric], "test": test[metric]}

@@ -65,14 +65,14 @@ def learn_t1(t1, preset):
 
 def class_run(start, task, preset, overrides, ratios) -> dict:
     """Valid/test accuracy and valid loss of ``task`` learned after T1: Conure- and per prune ratio."""
-    from conure_core.metrics import METRIC_OF_KIND
+    from conure_core.kinds import metric_of
 
     lineage = copy.deepcopy(start)
     for name in LATER_ONLY_MODEL:
         setattr(lineage.config, name, getattr(preset.model, name))
     cfg = preset.train_config(1, overrides.get(task.name), task.kind)
     lineage.learn(task, cfg, prune=False)
-    metric = METRIC_OF_KIND[task.kind]
+    metric = metric_of(task.kind)
 
     def scores(lin) -> dict:
         v, t = lin.evaluate(task, "valid"), lin.evaluate(task, "test")

@@ -65,13 +65,13 @@ def select_tasks(tasks, overrides, names: str | None):
 def run_seed(tasks, overrides, preset, with_dnn: bool, log) -> dict:
     """Conure (and DNN) test / valid metric of every task after the whole lineage, for one seed."""
     from conure_core.continual import run_lineage
-    from conure_core.metrics import METRIC_OF_KIND
+    from conure_core.kinds import metric_of
     from conure_core.strategies import build_strategy
 
     out: dict = {}
     started = time.perf_counter()
     lineage, report = run_lineage(tasks, preset, overrides, progress=log)
-    out["conure"] = {t.name: {"test": report.matrix[-1][j], "valid": lineage.evaluate(t, "valid")[METRIC_OF_KIND[t.kind]]}
+    out["conure"] = {t.name: {"test": report.matrix[-1][j], "valid": lineage.evaluate(t, "valid")[metric_of(t.kind)]}
                      for j, t in enumerate(tasks)}
     out["conure_seconds"] = time.perf_counter() - started
     out["conure_best_epochs"] = {f"{s['task']}/{s['stage']}": s["best_epoch"] for s in report.stages}
@@ -84,7 +84,7 @@ def run_seed(tasks, overrides, preset, with_dnn: bool, log) -> dict:
         dnn = build_strategy("dnn", plain, tasks[0].num_items, overrides=overrides, item_vocab=list(tasks[0].vocab))
         for t in tasks:
             dnn.learn(t)
-        out["dnn"] = {t.name: {s: dnn.evaluate(t, s)[METRIC_OF_KIND[t.kind]] for s in ("test", "valid")} for t in tasks}
+        out["dnn"] = {t.name: {s: dnn.evaluate(t, s)[metric_of(t.kind)] for s in ("test", "valid")} for t in tasks}
         out["dnn_seconds"] = time.perf_counter() - started
     return out
 

@@ -20,8 +20,7 @@ from safetensors.torch import save as st_save
 from conure_core.atomic import atomic_write_bytes, sha256_file
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage, TaskInfo
-from conure_core.model import head_shape
-from conure_core.heads import build_head
+from conure_core.kinds import kind_of
 
 FORMAT = "conure-lineage/1"
 
@@ -111,8 +110,9 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
                 owner.copy_(tensors[f"owner.{name}"])
             for i, raw in enumerate(meta["tasks"]):
                 info = TaskInfo(**raw)
-                head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm,
-                                  **head_shape(config, info.kind, lineage.num_items)).to(lineage.device)
+                kind = kind_of(info.kind)
+                head = kind.build_head(config.width, info.num_labels, normalize=config.head_norm,
+                                       **kind.head_shape(config, lineage.num_items)).to(lineage.device)
                 for name, buf in head.named_buffers():
                     buf.copy_(tensors[f"head.{i}.{name}"])
                 for name, p in head.named_parameters():

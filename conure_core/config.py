@@ -208,7 +208,8 @@ class Preset:
     # Prune ratio per task position (T1, T2, ...); the last value repeats; "auto" = chosen on
     # validation (TrainConfig.prune_auto, falling back to the ``later`` config's prune_ratio).
     prune_ratios: list[float | str] = field(default_factory=lambda: [0.7])
-    # Classification tasks' config when it differs from ``later`` (e.g. ~700 users need small batches).
+    # Per-user tasks' config (a kind's ``per_user``: class, regression) when it differs from ``later``
+    # (e.g. ~700 users need small batches).
     classes: TrainConfig | None = None
     # torch intra-op threads while this preset trains (None: torch's default). Results are bit-exact
     # for a given device and thread count, so a preset that fixes it also fixes its digests.
@@ -223,7 +224,10 @@ class Preset:
 
     def train_config(self, index: int, overrides: dict[str, Any] | None = None, kind: str | None = None) -> TrainConfig:
         """The TrainConfig of the task at 0-based position ``index`` (of ``kind``), with manifest overrides."""
-        base = self.first if index == 0 else (self.classes if kind == "class" and self.classes else self.later)
+        from conure_core.kinds import kind_of  # the kinds read this module's configs: resolved at call time
+
+        per_user = kind is not None and kind_of(kind).per_user
+        base = self.first if index == 0 else (self.classes if per_user and self.classes else self.later)
         ratio = self.prune_ratios[min(index, len(self.prune_ratios) - 1)]
         chosen = dataclasses.replace(base, prune_auto=True) if ratio == AUTO else \
             dataclasses.replace(base, prune_ratio=float(ratio))

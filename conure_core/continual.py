@@ -8,7 +8,7 @@ from conure_core.cl_report import backward_transfer
 from conure_core.config import Preset
 from conure_core.data.types import TaskData
 from conure_core.lineage import Lineage
-from conure_core.metrics import METRIC_OF_KIND
+from conure_core.kinds import metric_of
 from conure_core.naive import naive_baseline
 from conure_core.training import Progress
 
@@ -51,7 +51,7 @@ def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict
         lineage = Lineage.new(preset.model, tasks[0].num_items, list(tasks[0].vocab), device=device)
     offset = len(lineage.tasks)
     names = [t.name for t in tasks]
-    metrics = [METRIC_OF_KIND[t.kind] for t in tasks]
+    metrics = [metric_of(t.kind) for t in tasks]
     matrix: list[list[float | None]] = []
     free: list[float] = []
     stages: list[dict] = []

@@ -1,4 +1,4 @@
-"""One head per task, on top of the shared user encoder (SPEC section 4)."""
+"""The heads on top of the shared user encoder (SPEC section 4); which kind uses which is ``conure_core.kinds``."""
 from __future__ import annotations
 
 import math
@@ -9,17 +9,15 @@ from torch import nn
 
 from conure_core.wide import decayed_last, decayed_scores
 
-HEAD_KINDS = ("sequence", "item", "class")
 
+class LinearHead(nn.Module):
+    """Logits [N, K] = g W^T + b over a task's K labels (K = 1: a number); g may end with a bag of T1 items."""
 
-class NextItemHead(nn.Module):
-    """T1: logits over the T1 items 1..V (output column i is token i + 1)."""
-
-    kind = "sequence"
+    wide = False  # only T1's head (``NextItemHead``) may hold the item-to-item table
 
     def __init__(self, width: int, num_labels: int, generator: torch.Generator | None = None,
-                 prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
-                 bag: int = 0, wide_items: int = 0) -> None:
+                 bias: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
+                 bag: int = 0) -> None:
         super().__init__()
         # normalize: a parameter-free LayerNorm on the user vector (the backbone has no final LN, so
         # g's scale drifts with depth; a linear probe on standardised g beat the raw one on gender).
@@ -30,18 +28,9 @@ class NextItemHead(nn.Module):
         # bag: the input ends with a 0/1 bag of ``bag`` T1 items (user_repr / class_repr "mean_bag"); its weights
         # start at zero, as a logistic regression fitted from zeros, and are never normalised.
         self.weight = nn.Parameter(torch.cat([weight, torch.zeros(num_labels, bag)], dim=1))
-        # Bias starts at the log label frequency of the TRAIN split when given ("init well": the head
-        # starts as the popularity / class-prior model and training adds the user-dependent part).
-        bias = torch.zeros(num_labels) if prior is None else torch.log(prior.double() + 1.0).float()
-        self.bias = nn.Parameter(bias)
-        # wide_items: T1's item-to-item table (conure_core.wide), fitted on T1's train split, not learned;
-        # the head adds wide_scale * its decayed prefix scores to the TCN's logits (0: the TCN alone).
-        self.wide = wide_items > 0
-        self.deep_only = False  # set while a T1 stage trains and selects the TCN on its own logits
-        if self.wide:
-            self.register_buffer("wide_table", torch.zeros(wide_items + 2, num_labels))
-            self.register_buffer("wide_decay", torch.ones(()))
-            self.register_buffer("wide_scale", torch.zeros(()))
+        # ``bias``: where the kind starts the head from the TRAIN split ("init well": the log label
+        # frequency for ids, the mean for a number), so training adds the user-dependent part.
+        self.bias = nn.Parameter(torch.zeros(num_labels) if bias is None else bias.float())
 
     def _prep(self, h: torch.Tensor) -> torch.Tensor:
         if not self.normalize:
@@ -56,42 +45,49 @@ class NextItemHead(nn.Module):
         logits = self._prep(h) @ self.weight.t() + self.bias
         return logits if offset is None else logits + offset
 
+    def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""
+        return torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
+
     def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
-        """T1 only: scale * decayed table scores [B, L, V] of token prefixes [B, L] (``last``: of the last
+        """No table: None (see ``NextItemHead``)."""
+        return None
+
+
+class NextItemHead(LinearHead):
+    """T1: logits over the T1 items 1..V (output column i is token i + 1), plus the optional wide table."""
+
+    def __init__(self, width: int, num_labels: int, generator: torch.Generator | None = None,
+                 bias: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
+                 bag: int = 0, wide_items: int = 0) -> None:
+        super().__init__(width, num_labels, generator, bias, init_scale, normalize, bag)
+        # wide_items: T1's item-to-item table (conure_core.wide), fitted on T1's train split, not learned;
+        # the head adds wide_scale * its decayed prefix scores to the TCN's logits (0: the TCN alone).
+        self.wide = wide_items > 0
+        self.deep_only = False  # set while a T1 stage trains and selects the TCN on its own logits
+        if self.wide:
+            self.register_buffer("wide_table", torch.zeros(wide_items + 2, num_labels))
+            self.register_buffer("wide_decay", torch.ones(()))
+            self.register_buffer("wide_scale", torch.zeros(()))
+
+    def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
+        """scale * decayed table scores [B, L, V] of token prefixes [B, L] (``last``: of the last
         position only, [B, V]); None when the head has no table, its scale is 0, or it is ``deep_only``."""
         if not self.wide or self.deep_only or float(self.wide_scale) == 0.0:
             return None
         scores = decayed_last if last else decayed_scores
         return self.wide_scale * scores(self.wide_table, tokens, float(self.wide_decay))
 
-    def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""
-        return torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
-
-
-class ItemHead(NextItemHead):
-    """Item tasks: an item table of the task's label vocabulary plus a per-item bias, dot product with g."""
-
-    kind = "item"
-
-
-class ClassHead(NextItemHead):
-    """Classification tasks: a linear layer to the task's classes (softmax cross-entropy)."""
-
-    kind = "class"
-
 
 def build_head(kind: str, width: int, num_labels: int, generator: torch.Generator | None = None,
                prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
-               bag: int = 0, wide_items: int = 0) -> NextItemHead:
-    """A fresh head of ``kind`` ("sequence" | "item" | "class") with ``num_labels`` outputs.
+               bag: int = 0, wide_items: int = 0) -> LinearHead:
+    """A fresh head of task kind ``kind`` with ``num_labels`` outputs (the kind's ``build_head``).
 
-    ``prior``: train-split label counts for the bias init; ``init_scale`` scales the N(0, 1/C) weights;
-    ``normalize``: parameter-free LayerNorm on the user vector (item / class tasks only);
-    ``bag``: items of a 0/1 bag appended to the user vector; ``wide_items``: T1's transition table size.
+    ``prior``: the kind's train-split statistic for the bias init (``TaskKind.prior``); ``init_scale``
+    scales the N(0, 1/C) weights; ``normalize``: parameter-free LayerNorm on the user vector (tasks after
+    T1 only); ``bag``: items of a 0/1 bag appended to the user vector; ``wide_items``: T1's table size.
     """
-    classes = {"sequence": NextItemHead, "item": ItemHead, "class": ClassHead}
-    if kind not in classes:
-        raise ValueError(f"task kind {kind!r} has no head; use one of {HEAD_KINDS}.")
-    return classes[kind](width, num_labels, generator, prior, init_scale, normalize and kind != "sequence",
-                         bag, wide_items)
+    from conure_core.kinds import kind_of  # the kinds build on these heads: resolved at call time
+
+    return kind_of(kind).build_head(width, num_labels, generator, prior, init_scale, normalize, bag, wide_items)

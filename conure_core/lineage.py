@@ -18,6 +18,7 @@ import torch
 
 from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
+from conure_core.kinds import KINDS, T1_KIND, kind_of
 from conure_core.learner import Learner
 from conure_core.model import LineageError, TaskInfo, TaskModel, resolve_device
 from conure_core.ownership import MAX_TASKS, CapacityError, Ownership, OwnershipPolicy
@@ -112,9 +113,10 @@ class Lineage(Learner):
 
     def check_new_task(self, task: TaskData) -> None:
         """Raise LineageError / CapacityError unless ``task`` may be learned next."""
-        self.model.check_task(task, "sequence")
-        if self.infos and task.kind == "sequence":
-            raise LineageError(f"task {task.name!r} is a sequence task; only T1 may be one. Use kind 'item' or 'class'.")
+        self.model.check_task(task, T1_KIND)
+        if self.infos and kind_of(task.kind).t1:
+            later = [name for name, kind in KINDS.items() if not kind.t1]
+            raise LineageError(f"task {task.name!r} is a {task.kind} task; only T1 may be one. Use a kind of {later}.")
         if len(self.infos) >= MAX_TASKS:
             raise CapacityError(f"a lineage holds at most {MAX_TASKS} tasks (one-byte owner maps).")
         self._guard("train", task.name)
@@ -148,7 +150,6 @@ class Lineage(Learner):
         info = self._guard("prune", task.name)
         with self.model.deep_only(info):  # as the trials' stages select: T1 on its TCN's own logits
             reference = self.model.evaluate(task, "valid", info, self.task_weights(info), cfg.eval_batch_size)[info.metric]
-        floor = reference - cfg.prune_epsilon * abs(reference)
         self.drop_cache()
         curve = []
         for ratio in cfg.prune_grid:
@@ -156,7 +157,8 @@ class Lineage(Learner):
             trial.prune(task.name, ratio)
             result = trial.retrain(task, cfg)
             curve.append({"ratio": ratio, "valid": result.best_valid, "free": trial.free_capacity()["total"]})
-        passing = [c["ratio"] for c in curve if c["valid"] >= floor]
+        kind = kind_of(info.kind)
+        passing = [c["ratio"] for c in curve if kind.within(c["valid"], reference, cfg.prune_epsilon)]
         chosen = max(passing) if passing else cfg.prune_ratio
         if progress:
             progress({"event": "prune_choice", "task": task.name, "ratio": chosen, "reference": reference,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from conure_core.heads import NextItemHead
+from conure_core.heads import LinearHead
 
 # Above this many [targets x negatives] logits the sampled softmax runs in row chunks and recomputes
 # them in backward (``SampledSoftmaxCE``): at 646K items x 20 % and 3K targets the plain form held
@@ -13,7 +13,7 @@ CHUNKED_LOGITS = 1 << 24
 ROW_CHUNK_LOGITS = 1 << 23  # logits per row chunk of the chunked form (32 MiB in fp32)
 
 
-def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: NextItemHead,
+def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: LinearHead,
                    sampled_fraction: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean next-item cross-entropy over the NON-padding targets (the authors' code counted padding).
 
@@ -39,7 +39,7 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, head: NextItemHe
     return F.cross_entropy(logits, torch.zeros_like(y))
 
 
-def bpr_loss(user: torch.Tensor, head: NextItemHead, positives: torch.Tensor,
+def bpr_loss(user: torch.Tensor, head: LinearHead, positives: torch.Tensor,
              negatives: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """BPR: -log sigmoid(s(u, pos) - s(u, neg)), one negative per positive; user [B, C].
 
@@ -54,7 +54,7 @@ def bpr_loss(user: torch.Tensor, head: NextItemHead, positives: torch.Tensor,
     return -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
 
 
-def class_loss(user: torch.Tensor, head: NextItemHead, labels: torch.Tensor, label_smoothing: float = 0.0,
+def class_loss(user: torch.Tensor, head: LinearHead, labels: torch.Tensor, label_smoothing: float = 0.0,
                dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Softmax cross-entropy over the task's classes.
 

@@ -5,7 +5,6 @@ import math
 
 import torch
 
-METRIC_OF_KIND = {"sequence": "mrr@5", "item": "mrr@5", "class": "accuracy"}
 
 
 def t1_target_mask(sequences: torch.Tensor, mode: str = "all") -> torch.Tensor:

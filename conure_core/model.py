@@ -18,12 +18,8 @@ from conure_core.backbones import build_backbone
 from conure_core.config import MAX_WIDE_ITEMS, ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
-from conure_core.heads import NextItemHead, build_head
-from conure_core.losses import bpr_loss, class_loss, next_item_loss
-from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator, streamed_ranking, streamed_topk,
-                                 t1_target_mask, target_ranks)
-from conure_core.naive import label_counts
-from conure_core.samplers import PopularitySampler
+from conure_core.heads import LinearHead
+from conure_core.kinds import T1_KIND, kind_of
 from conure_core.seeding import stage_generator
 from conure_core.wide import SCALE, bag_of_items, fit_transitions
 
@@ -64,9 +60,7 @@ def resolve_device(name: str) -> torch.device:
 
 def head_shape(config: ModelConfig, kind: str, num_items: int) -> dict[str, int]:
     """The size arguments of a task's head beyond its width and labels (``build_head``'s bag / wide_items)."""
-    if kind == "sequence":
-        return {"bag": 0, "wide_items": num_items if config.t1_table(num_items) else 0}
-    return {"bag": num_items if config.repr_of(kind, num_items) == "mean_bag" else 0, "wide_items": 0}
+    return kind_of(kind).head_shape(config, num_items)
 
 
 def tensor_bytes(tensors) -> int:
@@ -94,7 +88,7 @@ class TaskModel:
             backbone = build_backbone(config, self.num_items, stage_generator(config.seed, 0, "backbone"))
         self.backbone = backbone.to(self.device)
         self.params: dict[str, torch.nn.Parameter] = dict(self.backbone.named_parameters())
-        self.heads: dict[str, NextItemHead] = {}
+        self.heads: dict[str, LinearHead] = {}
         self.infos: list[TaskInfo] = []
         self._forward = torch.compile(self._functional) if config.compile else self._functional
         self._user_cache: dict[int, tuple[TaskData, torch.Tensor, torch.Tensor]] = {}
@@ -111,7 +105,7 @@ class TaskModel:
                 return info
         raise LineageError(f"task {task_name!r} is not in this model; learned tasks: {self.tasks}.")
 
-    def check_task(self, task: TaskData, first_kind: str | None = "sequence") -> None:
+    def check_task(self, task: TaskData, first_kind: str | None = T1_KIND) -> None:
         """Raise LineageError unless ``task`` may be added next (``first_kind``: what the first task must be)."""
         if task.name in self.tasks:
             raise LineageError(f"task {task.name!r} is already learned by this model; give the new data another name.")
@@ -121,20 +115,25 @@ class TaskModel:
                 f"has {self.num_items}; prepare it against this model's T1 task.")
         if not self.infos and first_kind and task.kind != first_kind:
             raise LineageError(f"the first task must be the T1 sequence task, not {task.kind!r} task {task.name!r}.")
+        try:
+            kind_of(task.kind).check_task(task)
+        except ValueError as exc:
+            raise LineageError(str(exc)) from None
 
     def add_task(self, task: TaskData, cfg: TrainConfig) -> TaskInfo:
         """Register ``task`` with a fresh head (seeded by its position); no training."""
         k = len(self.infos) + 1
-        prior = label_counts(task, "train") if cfg.prior_bias else None
-        shape = head_shape(self.config, task.kind, self.num_items)
+        kind = kind_of(task.kind)
+        prior = kind.prior(task) if cfg.prior_bias else None
+        shape = kind.head_shape(self.config, self.num_items)
         if max(shape.values()) > MAX_WIDE_ITEMS:
             raise LineageError(
                 f"task {task.name!r}: ModelConfig t1_wide='cooccur' / user_repr or class_repr='mean_bag' hold a weight per T1 item "
                 f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use 'auto' (the presets' "
                 "choice: off past that size) or t1_wide='none' and no 'mean_bag' for it.")
-        head = build_head(task.kind, self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
-                          prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
-        info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
+        head = kind.build_head(self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
+                               prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
+        info = TaskInfo(task.name, task.kind, k, task.num_labels, kind.metric, list(task.vocab))
         if head.wide:
             info.wide = self._fit_wide(head, task)
         self.heads[task.name] = head
@@ -143,7 +142,7 @@ class TaskModel:
             self.item_vocab = list(task.vocab)
         return info
 
-    def _fit_wide(self, head: NextItemHead, task: TaskData) -> dict:
+    def _fit_wide(self, head: LinearHead, task: TaskData) -> dict:
         """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
         fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
                               self.num_items, self.config.t1_targets)
@@ -186,7 +185,7 @@ class TaskModel:
                 p.requires_grad_(trains)
             if trains:
                 groups.append({"params": list(head.parameters()),
-                               "weight_decay": cfg.head_l2 if info.kind != "sequence" else 0.0})
+                               "weight_decay": kind_of(info.kind).head_l2(cfg)})
         return groups
 
     # ---- forward -------------------------------------------------------------------------------
@@ -211,10 +210,10 @@ class TaskModel:
             return self._forward(tokens, weights).float()
 
     def user_vectors(self, sequences: torch.Tensor, weights: Weights = None, kind: str = "item") -> torch.Tensor:
-        """g for tasks of ``kind`` after T1 (``config.repr_of``): the hidden state at an appended
+        """g for tasks of ``kind`` after T1 (the kind's ``representation``): the hidden state at an appended
         separator, at the last item, or ("mean") the mean hidden state over every real position and the
         separator; "mean_bag" appends the 0/1 bag of the sequence's items to that mean ([B, C + V])."""
-        how = self.config.repr_of(kind, self.num_items)
+        how = kind_of(kind).representation(self.config, self.num_items)
         if how != "last":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
             sequences = torch.cat([sequences, sep], dim=1)
@@ -249,46 +248,16 @@ class TaskModel:
         """Forget cached per-task tensors (e.g. before a deepcopy)."""
         self._user_cache = {}
 
-    # ---- training ------------------------------------------------------------------------------
-    def loss(self, task: TaskData, info: TaskInfo, cfg: TrainConfig, generator: torch.Generator) -> "TaskLoss":
-        """The batch loss of ``task``'s stages (see ``TaskLoss``)."""
-        return TaskLoss(self, task, info, cfg, generator)
+    # ---- what a task's kind answers ------------------------------------------------------------
+    def loss(self, task: TaskData, info: TaskInfo, cfg: TrainConfig, generator: torch.Generator):
+        """The batch loss of ``task``'s stages: ``loss(rows, weights)``, ``order(generator)``, ``count(rows)``."""
+        return kind_of(info.kind).loss(self, task, info, cfg, generator)
 
-    # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, task: TaskData, split: str, info: TaskInfo, weights: Weights,
                  batch_size: int = 1024) -> dict[str, float]:
-        """Metrics of ``info``'s task on one split under ``weights``: MRR/HR/NDCG@5 or accuracy, plus loss."""
-        head = self.heads[info.name]
-        rows = task.rows(split)
-        acc = MetricAccumulator()
-        if info.kind == "sequence":
-            # Next items of held-out users, each given everything before it (see ModelConfig.t1_targets).
-            seqs = task.sequences[rows]
-            if head.wide:  # the wide scores are [rows, L, V]: bound them as one full score matrix
-                batch_size = max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * self.num_items * 4)))
-            for start in range(0, seqs.shape[0], batch_size):
-                batch = seqs[start:start + batch_size].to(self.device).long()
-                hidden = self.encode(batch[:, :-1], weights)
-                keep = t1_target_mask(batch, self.config.t1_targets)
-                offset = head.wide_scores(batch[:, :-1])
-                rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1, None if offset is None else offset[keep])
-            return acc.means()
-        uniq, inverse = self.users(task)
-        users, row_user = torch.unique(inverse[rows], return_inverse=True)
-        vectors = torch.cat([self.user_vectors(uniq[users[s:s + batch_size]].to(self.device).long(), weights, info.kind)
-                             for s in range(0, users.numel(), batch_size)]) if users.numel() else None
-        labels = task.labels[rows]
-        for start in range(0, rows.numel(), batch_size):
-            g = vectors[row_user[start:start + batch_size].to(self.device)]
-            y = labels[start:start + batch_size].to(self.device)
-            if info.kind == "item":
-                rank_into(acc, head, g, y)
-                continue
-            scores = head.scores(g)
-            acc.add_loss(scores, y)
-            acc.add_classes(scores.argmax(dim=1), y)
-        return acc.means()
+        """Metrics of ``info``'s task on one split under ``weights`` (its kind's ``metrics``), plus loss."""
+        return kind_of(info.kind).evaluate(self, task, split, info, weights, batch_size)
 
     @torch.no_grad()
     def predict(self, info: TaskInfo, sequences: torch.Tensor, weights: Weights, k: int = 10
@@ -296,22 +265,13 @@ class TaskModel:
         """Top-k label positions (into the task's vocab) and scores for T1 sequences [B, L] (CPU tensors).
 
         T1: the next item after each sequence (index i = token i + 1); item tasks: item scores;
-        class tasks: softmax probabilities.
+        class tasks: softmax probabilities (each kind's ``predict``).
         """
         seqs = sequences.to(self.device, dtype=torch.long)
         if seqs.dim() == 1:
             seqs = seqs.unsqueeze(0)
-        h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights, info.kind)
-        head = self.heads[info.name]
-        offset = head.wide_scores(seqs, last=True) if info.kind == "sequence" else None
-        if info.kind != "class" and offset is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
-            idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
-            return idx.cpu(), val.cpu()
-        scores = head.scores(h, offset)
-        if info.kind == "class":
-            scores = torch.softmax(scores, dim=1)
-        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-        return top.indices.cpu(), top.values.cpu()
+        idx, val = kind_of(info.kind).predict(self, info, seqs, weights, k)
+        return idx.cpu(), val.cpu()
 
     # ---- sizes ---------------------------------------------------------------------------------
     def backbone_bytes(self) -> int:
@@ -320,90 +280,3 @@ class TaskModel:
     def head_bytes(self, names: list[str] | None = None) -> int:
         heads = self.heads if names is None else {n: self.heads[n] for n in names}
         return tensor_bytes(t for h in heads.values() for t in [*h.parameters(), *h.buffers()])
-
-
-def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: torch.Tensor,
-              offset: torch.Tensor | None = None) -> None:
-    """Add the cross-entropy and full-ranking ranks of targets ``y`` under ``head`` to ``acc``.
-
-    Up to ``FULL_SCORES`` scores the whole [rows x items] matrix is made at once (as always); past
-    it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
-    ``offset`` (T1's wide scores, already [rows x items]) is added to the logits.
-    """
-    if offset is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
-        scores = head.scores(h, offset)
-        acc.add_loss(scores, y)
-        acc.add_ranks(target_ranks(scores, y))
-        return
-    ranks, loss = streamed_ranking(head._prep(h).float(), head.weight.float(), head.bias.float(), y)
-    acc.sums["loss"] = acc.sums.get("loss", 0.0) + loss
-    acc.add_ranks(ranks)
-
-
-def grouped_order(row_users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A permutation of rows that keeps each user's rows together (users and rows within a user shuffled).
-
-    Every row is still seen once per epoch and batches keep their row count, but a batch of 512
-    rows then holds ~15 users instead of ~400, so the backbone encodes ~25x fewer sequences per epoch.
-    """
-    num_users = int(row_users.max()) + 1 if row_users.numel() else 0
-    user_pos = torch.randperm(num_users, generator=generator).double()
-    within = torch.rand(row_users.numel(), generator=generator, dtype=torch.float64)
-    return torch.argsort(user_pos[row_users] + 0.5 * within, stable=True)
-
-
-class TaskLoss:
-    """``loss(rows, weights)``: the mean loss of a batch of train rows of one task; ``order(g)``: an epoch's rows.
-
-    T1: next-item loss over every non-padding position; class tasks: class cross-entropy (label
-    smoothing, user dropout); item tasks: ``cfg.item_loss`` (softmax | bpr | bpr_logq). Every random
-    draw (negatives, dropout masks, shuffles) comes from the stage's ``generator``.
-    """
-
-    def __init__(self, model: TaskModel, task: TaskData, info: TaskInfo, cfg: TrainConfig,
-                 generator: torch.Generator) -> None:
-        self.model, self.info, self.cfg, self.generator = model, info, cfg, generator
-        self.head = model.heads[info.name]
-        train_rows = task.rows("train")
-        self.num_rows = int(train_rows.numel())
-        if info.kind == "sequence":
-            self.sequences = task.sequences[train_rows]
-            self.row_users = None
-            return
-        self.uniq, inverse = model.users(task)
-        self.row_users = inverse[train_rows]
-        self.labels = task.labels[train_rows]
-        self.sampler = PopularitySampler(self.labels, info.num_labels) if info.kind == "item" else None
-        use_logq = self.sampler is not None and cfg.item_loss == "bpr_logq"
-        self.log_q = self.sampler.probs.log().float().to(model.device) if use_logq else None
-
-    def order(self, generator: torch.Generator) -> torch.Tensor:
-        """Row order of one epoch: whole users together for item tasks with ``group_by_user``, else shuffled."""
-        if self.info.kind == "item" and self.cfg.group_by_user:
-            return grouped_order(self.row_users, generator)
-        return torch.randperm(self.num_rows, generator=generator)
-
-    def count(self, idx: torch.Tensor) -> int:
-        """How many terms the mean of ``self(idx)`` is over (T1: non-padding targets; else rows).
-
-        Data-parallel stages weight each rank's gradient by it, so the average is the global batch's mean.
-        """
-        if self.info.kind == "sequence":
-            return int((self.sequences[idx][:, 1:] > 0).sum())
-        return int(idx.numel())
-
-    def __call__(self, idx: torch.Tensor, weights: Weights = None) -> torch.Tensor:
-        model, cfg, device = self.model, self.cfg, self.model.device
-        if self.info.kind == "sequence":
-            seqs = self.sequences[idx].to(device).long()
-            hidden = model.encode(seqs[:, :-1], weights)
-            return next_item_loss(hidden, seqs[:, 1:], self.head, cfg.sampled_fraction, self.generator)
-        users, row_user = torch.unique(self.row_users[idx], return_inverse=True)
-        g = model.user_vectors(self.uniq[users].to(device).long(), weights, self.info.kind)[row_user.to(device)]
-        y = self.labels[idx].to(device)
-        if self.sampler is None:
-            return class_loss(g, self.head, y, cfg.label_smoothing, cfg.user_dropout, self.generator)
-        if cfg.item_loss == "softmax":
-            return class_loss(g, self.head, y)
-        negatives = self.sampler.sample(idx.numel(), self.generator).to(device)
-        return bpr_loss(g, self.head, y, negatives, self.log_q)

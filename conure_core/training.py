@@ -11,6 +11,7 @@ import torch
 from conure_core.config import TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.distributed import StageSync
+from conure_core.kinds import kind_of
 from conure_core.seeding import stage_generator
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                 return sync.broadcast_floats(found) if sync else found
 
             optimiser = torch.optim.Adam(groups, lr=cfg.lr) if params else None
-            best = Selection(cfg.select, validate(), params)
+            best = Selection(cfg.select, validate(), params, kind_of(info.kind).higher_is_better)
             history = [best.record(task.name, stage, 0, None, info.metric)]
             _report(progress, history[-1])
             for epoch in range(1, epochs + 1):
@@ -148,15 +149,15 @@ def _report(progress: Progress | None, event: dict) -> None:
 class Selection:
     """The best epoch so far and a copy of its weights.
 
-    ``select="metric"``: the highest validation metric wins, ties (common with ~50 validation users)
-    go to the lower validation loss; ``"loss"``: the lowest validation cross-entropy wins (far less
+    ``select="metric"``: the best validation metric wins (the highest, or the lowest when not
+    ``higher``), ties (common with ~50 validation users) go to the lower validation loss; ``"loss"``: the lowest validation cross-entropy wins (far less
     noisy than accuracy on small validation sets).
     """
 
-    def __init__(self, select: str, valid: tuple[float, float], params: list[torch.Tensor]) -> None:
+    def __init__(self, select: str, valid: tuple[float, float], params: list[torch.Tensor], higher: bool = True) -> None:
         if select not in ("metric", "loss"):
             raise ValueError(f"select={select!r}; use 'metric' or 'loss'.")
-        self.select, self.params = select, params
+        self.select, self.params, self.higher = select, params, higher
         self.valid, self.epoch, self.saved = valid, 0, self._snapshot()
 
     def _snapshot(self) -> list[torch.Tensor]:
@@ -168,7 +169,7 @@ class Selection:
             return not math.isnan(a[1]) if math.isnan(b[1]) else a[1] < b[1]
         if math.isnan(b[0]):
             return not math.isnan(a[0])
-        return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
+        return (a[0] > b[0] if self.higher else a[0] < b[0]) or (a[0] == b[0] and a[1] < b[1])
 
     def offer(self, valid: tuple[float, float], epoch: int) -> bool:
         """Keep ``epoch`` if it beats the best so far; True when it did."""

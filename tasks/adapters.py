@@ -118,10 +118,15 @@ def train_config(preset: dict, index: int, ref: dict):
     return chosen.train_config(index, train_overrides(ref), ref.get("kind"))
 
 
-def metric_of(kind: str) -> str:
-    from conure_core.metrics import METRIC_OF_KIND
+def kind_of(name: str):
+    """The registered task kind ``name`` (``conure_core.kinds``): metric, display name, answers."""
+    from conure_core.kinds import kind_of as registered
 
-    return METRIC_OF_KIND[kind]
+    return registered(name)
+
+
+def metric_of(kind: str) -> str:
+    return kind_of(kind).metric
 
 
 def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict], progress=None) -> dict:

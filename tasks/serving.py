@@ -100,42 +100,27 @@ class Predictor:
         import torch
 
         info = self.model.info(task)
+        kind = adapters.kind_of(info.kind)
         vocab, seen_map = self._labels(task)
-        num = len(vocab)
-        if info.kind == "class":
-            idx, scores = self.model.predict(task, sequences, num)
-            probs = scores.numpy().round(6).tolist()
-            names = vocab[idx.numpy()].tolist()
-            return [{"label": row[0], "probabilities": dict(zip(row, p))} for row, p in zip(names, probs)]
-        if not exclude_seen:
-            idx, scores = self.model.predict(task, sequences, min(k, num))
-            return self._items(vocab, idx, scores)
+        if not (exclude_seen and kind.ranks_items):
+            idx, scores = self.model.predict(task, sequences, kind.answer_width(k, vocab))
+            return kind.answers(idx.tolist(), scores.tolist(), vocab)
         # the top k + L answers hold at least k unseen ones (a history has at most L items)
-        idx, scores = self.model.predict(task, sequences, min(k + sequences.shape[1], num))
+        idx, scores = self.model.predict(task, sequences, kind.answer_width(k + sequences.shape[1], vocab))
         seen_pos = seen_map[sequences.long()]  # [B, L] label positions of the history, -1 for none
         seen = (idx.unsqueeze(2) == seen_pos.unsqueeze(1)).any(dim=2)
         order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices[:, :k]
-        keep = ~seen.gather(1, order)
-        return self._items(vocab, idx.gather(1, order), scores.gather(1, order), keep)
-
-    @staticmethod
-    def _items(vocab, idx, scores, keep=None) -> list[dict]:
-        names = vocab[idx.numpy()].tolist()
-        values = scores.numpy().round(6).tolist()
-        if keep is None:
-            return [{"items": n, "scores": s} for n, s in zip(names, values)]
-        counts = keep.sum(dim=1).tolist()  # fewer than k unseen items exist only in tiny vocabularies
-        return [{"items": n[:c], "scores": s[:c]} for n, s, c in zip(names, values, counts)]
+        # fewer than k unseen items exist only in tiny vocabularies: such a row gets what there is
+        counts = (~seen.gather(1, order)).sum(dim=1).tolist()
+        positions, values = idx.gather(1, order).tolist(), scores.gather(1, order).tolist()
+        return kind.answers([p[:c] for p, c in zip(positions, counts)], [v[:c] for v, c in zip(values, counts)], vocab)
 
     def _labels(self, task: str):
-        """(label names as a numpy array, T1 token -> label position) of a task, built once."""
+        """(answer labels, T1 token -> label position) of a task, built once."""
         if task not in self._answers:
-            import numpy as np
-
             info = self.model.info(task)
-            names = info.vocab if info.kind != "sequence" else (self.model.item_vocab or info.vocab)
-            vocab = np.asarray([str(v) for v in names], dtype=object)
-            self._answers[task] = (vocab, adapters.label_positions(self.catalogue, [str(v) for v in names]))
+            vocab = adapters.kind_of(info.kind).answer_vocab(info, self.model.item_vocab)
+            self._answers[task] = (vocab, adapters.label_positions(self.catalogue, [str(v) for v in vocab]))
         return self._answers[task]
 
 

@@ -17,14 +17,14 @@ from conure_core.cl_report import forward_transfer
 from conure_core.config import Preset
 from conure_core.data.types import TEST, TRAIN, TaskData
 from conure_core.lineage import Lineage
-from conure_core.metrics import METRIC_OF_KIND
+from conure_core.kinds import metric_of
 from conure_core.strategies import STRATEGIES, ConureMinus, run_strategy
 
 TABLE2_ORDER = ["dnn", "sinmo", "sinmoall", "finesmax", "fineall", "peterrec", "mtl", "conure-"]
 
 
 def metric(task: TaskData) -> str:
-    return METRIC_OF_KIND[task.kind]
+    return metric_of(task.kind)
 
 
 def with_backbone(preset: Preset, backbone: str, prune_embedding: bool = False) -> Preset:

@@ -6,6 +6,7 @@ import copy
 from conure_core.config import Preset, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
+from conure_core.kinds import kind_of
 from conure_core.learner import Learner
 from conure_core.lineage import Lineage
 from conure_core.model import TaskModel
@@ -48,7 +49,7 @@ class BaselineStrategy:
 
     def t1_learner(self, task: TaskData, make_policy=lambda model: OpenPolicy()) -> Learner:
         """A learner that has learned T1: a copy of ``start``'s model when it matches, else trained here."""
-        if task.kind != "sequence":
+        if not kind_of(task.kind).t1:
             raise StrategyError(f"{self.name} learns the T1 sequence task first; got {task.kind!r} task {task.name!r}.")
         if self.start is not None and self.start.tasks == [task.name]:
             self.start.drop_cache()  # the per-task user cache holds task tensors: never copy them

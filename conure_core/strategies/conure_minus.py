@@ -13,7 +13,7 @@ import copy
 from conure_core.config import Preset
 from conure_core.data.types import TaskData
 from conure_core.lineage import Lineage
-from conure_core.metrics import METRIC_OF_KIND
+from conure_core.kinds import metric_of
 from conure_core.strategies.conure import ConureStrategy
 
 
@@ -42,7 +42,7 @@ class ConureMinus(ConureStrategy):
         pending, self._pending = self._pending, None
         cfg = self._config(pending)
         self.lineage.settle(pending, cfg, progress=self.progress)
-        self.settled_rows.append([self.lineage.evaluate(t)[METRIC_OF_KIND[t.kind]] for t in self.seen])
+        self.settled_rows.append([self.lineage.evaluate(t)[metric_of(t.kind)] for t in self.seen])
 
     def learn(self, task: TaskData) -> None:
         started = self.lineage.tasks == [task.name] and not self.seen

@@ -5,7 +5,7 @@ import time
 
 from conure_core.cl_report import CLReport, build_report
 from conure_core.data.types import TaskData
-from conure_core.metrics import METRIC_OF_KIND
+from conure_core.kinds import metric_of
 
 
 def lower(rows: list[list[float]], n: int) -> list[list[float | None]]:
@@ -22,7 +22,7 @@ def run_strategy(strategy, tasks: list[TaskData], *, reference: list[float] | No
     """
     started = time.perf_counter()
     names = [t.name for t in tasks]
-    metrics = [METRIC_OF_KIND[t.kind] for t in tasks]
+    metrics = [metric_of(t.kind) for t in tasks]
     rows: list[list[float]] = []
     for i, task in enumerate(tasks):
         t0 = time.perf_counter()

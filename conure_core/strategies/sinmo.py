@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from conure_core.data.types import TaskData
+from conure_core.kinds import kind_of
 from conure_core.learner import Learner
 from conure_core.policies import OpenPolicy
 from conure_core.strategies.common import ModelPerTask
@@ -18,7 +19,7 @@ class SinMo(ModelPerTask):
     shares_t1 = True
 
     def learn(self, task: TaskData) -> None:
-        if not self.learned and task.kind == "sequence" and self.shares_t1:
+        if not self.learned and kind_of(task.kind).t1 and self.shares_t1:
             learner = self.t1_learner(task)
         else:
             # A fresh model's only task trains everything (index 1); its config is the task's position's.

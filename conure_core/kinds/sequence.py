@@ -1,0 +1,100 @@
+"""``sequence``: T1, the users' interaction sequences; the next item at every position (NextItNet)."""
+from __future__ import annotations
+
+import torch
+
+from conure_core.data.types import TaskData
+from conure_core.heads import NextItemHead
+from conure_core.kinds.base import TaskKind, popularity_floor, rank_into, top_k
+from conure_core.losses import next_item_loss
+from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask
+
+
+class SequenceKind(TaskKind):
+    name = "sequence"
+    display = "sequence (T1)"
+    metric = "mrr@5"
+    metrics = ("mrr@5", "hr@5", "ndcg@5")
+    t1 = True
+    ranks_items = True
+    labels = "none"
+    columns = "user_id, item_id, timestamp (one row per interaction) or user_id, items (a list, oldest first)"
+
+    def representation(self, config, num_items):
+        return "last"  # T1 reads the hidden state of every position (the next item of each prefix)
+
+    def head_shape(self, config, num_items):
+        return {"bag": 0, "wide_items": num_items if config.t1_table(num_items) else 0}
+
+    def prior(self, task: TaskData) -> torch.Tensor:
+        """Train-split counts of every T1 item."""
+        tokens = task.sequences[task.rows("train")].flatten()
+        return torch.bincount(tokens[tokens > 0] - 1, minlength=task.num_items)[: task.num_items]
+
+    def build_head(self, width, num_labels, generator=None, prior=None, init_scale=1.0, normalize=False,
+                   bag=0, wide_items=0):
+        bias = None if prior is None else torch.log(prior.double() + 1.0).float()
+        # T1's logits read the raw hidden state (no LayerNorm: the backbone's own scale is the one it trains)
+        return NextItemHead(width, num_labels, generator, bias, init_scale, False, bag, wide_items)
+
+    def head_l2(self, cfg):
+        return 0.0
+
+    def loss(self, model, task, info, cfg, generator):
+        return NextItemLoss(model, task, info, cfg, generator)
+
+    @torch.no_grad()
+    def evaluate(self, model, task, split, info, weights, batch_size):
+        """Next items of held-out users, each given everything before it (see ModelConfig.t1_targets)."""
+        head = model.heads[info.name]
+        acc = MetricAccumulator()
+        seqs = task.sequences[task.rows(split)]
+        if head.wide:  # the wide scores are [rows, L, V]: bound them as one full score matrix
+            batch_size = max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * model.num_items * 4)))
+        for start in range(0, seqs.shape[0], batch_size):
+            batch = seqs[start:start + batch_size].to(model.device).long()
+            hidden = model.encode(batch[:, :-1], weights)
+            keep = t1_target_mask(batch, model.config.t1_targets)
+            offset = head.wide_scores(batch[:, :-1])
+            rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1, None if offset is None else offset[keep])
+        return acc.means()
+
+    def predict(self, model, info, sequences, weights, k):
+        """The next item after each sequence (position i = token i + 1)."""
+        head = model.heads[info.name]
+        return top_k(head, model.encode(sequences, weights)[:, -1], k, head.wide_scores(sequences, last=True))
+
+    def answer_vocab(self, info, item_vocab):
+        return item_vocab or info.vocab
+
+    def floor(self, task, split="test", t1_targets="all"):
+        seqs = task.sequences[task.rows(split)]
+        targets = seqs[:, 1:][t1_target_mask(seqs, t1_targets)] - 1
+        return "popularity", popularity_floor(self.prior(task), targets)
+
+    def check_task(self, task):
+        if task.labels is not None:
+            raise ValueError(f"task {task.name!r} is a sequence task: its targets are its next items, not labels.")
+
+
+class NextItemLoss:
+    """Mean next-item loss of a batch of T1 train users over every non-padding position."""
+
+    def __init__(self, model, task: TaskData, info, cfg, generator: torch.Generator) -> None:
+        self.model, self.info, self.cfg, self.generator = model, info, cfg, generator
+        self.head = model.heads[info.name]
+        train_rows = task.rows("train")
+        self.num_rows = int(train_rows.numel())
+        self.sequences = task.sequences[train_rows]
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.num_rows, generator=generator)
+
+    def count(self, idx: torch.Tensor) -> int:
+        """Non-padding targets of the batch (the terms its mean is over)."""
+        return int((self.sequences[idx][:, 1:] > 0).sum())
+
+    def __call__(self, idx: torch.Tensor, weights=None) -> torch.Tensor:
+        seqs = self.sequences[idx].to(self.model.device).long()
+        hidden = self.model.encode(seqs[:, :-1], weights)
+        return next_item_loss(hidden, seqs[:, 1:], self.head, self.cfg.sampled_fraction, self.generator)
