@@ -198,10 +198,11 @@ def bundled_task_dirs(bundled: Path, suite: str = "default") -> list[Path]:
 
 
 def catalogue(model):
-    """The item ids of a model's T1 tokens (token t = entry t - 1) as an Arrow string array."""
+    """The item id of every token 1.. of a model (token t = entry t - 1; the separator's entry is null), as
+    an Arrow string array: T1's items, then those later tasks introduced (``conure_core.catalogue``)."""
     import pyarrow as pa
 
-    return pa.array([str(v) for v in model.item_vocab], pa.string())
+    return pa.array([None if v is None else str(v) for v in model.model.catalogue_ids()], pa.string())
 
 
 def encode_histories(histories: list, catalogue, length: int):

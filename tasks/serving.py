@@ -56,9 +56,10 @@ class Predictor:
         """One answer per row; a row that cannot be answered gets ``{"task", "error", ...}`` instead.
 
         ``items[i]`` (a list of item ids, oldest first) answers row i from that history, else ``users[i]``'s
-        stored one is read. Ids the catalogue does not hold are dropped and counted (``unknown_items``);
-        a history with no known item is that row's error. ``exclude_seen``: item answers leave out items of
-        the history. The model runs once per task over all of its rows (the loop over rows is lookups only).
+        stored one is read. Ids the row's task does not know (not in T1's items nor introduced by a task up
+        to it) are dropped and counted (``unknown_items``); a history with no known item is that row's error.
+        ``exclude_seen``: item answers leave out items of the history. The model runs once per task over
+        all of its rows (the loops over rows are lookups only).
         """
         import torch
 
@@ -68,33 +69,48 @@ class Predictor:
         users = [None if u is None else str(u) for u in (users if users is not None else [None] * n)]
         items = list(items) if items is not None else [None] * n
         out: list[dict] = [{}] * n
-        hist_rows = [i for i, h in enumerate(items) if h is not None]
-        pos_of = {i: pos for pos, i in enumerate(hist_rows)}
-        encoded = adapters.encode_histories([items[i] for i in hist_rows], self.catalogue, self.sequences.shape[1]) \
-            if hist_rows else None
-        tokens = torch.zeros((n, self.sequences.shape[1]), dtype=self.sequences.dtype)
         by_task: dict[str, list[int]] = {}
         for i, (user, task, history) in enumerate(zip(users, tasks, items)):
             why = self.problem(task, user, history)
-            if why is None and history is not None and not encoded.known[pos_of[i]]:
-                why = (f"the history has no item this model knows ({len(history)} item id(s), none in the T1 "
-                       f"catalogue of {len(self.catalogue)} items); send at least one known item id.")
             if why:
-                out[i] = {"task": task, "error": why, **({"user": user} if user is not None else {})}
+                out[i] = self._error(task, user, why)
             else:
                 by_task.setdefault(task, []).append(i)
-        if hist_rows:
-            tokens[hist_rows] = encoded.tokens.to(tokens.dtype)
-        stored = [i for i in range(n) if items[i] is None and users[i] in self.rows]
-        if stored:
-            tokens[stored] = self.sequences.index_select(0, torch.tensor([self.rows[users[i]] for i in stored]))
         for task, idx in by_task.items():
-            for i, answer in zip(idx, self._predict(task, tokens[idx], int(k), exclude_seen)):
+            tokens = torch.zeros((len(idx), self.sequences.shape[1]), dtype=torch.long)
+            stored = [p for p, i in enumerate(idx) if items[i] is None]
+            if stored:
+                rows = torch.tensor([self.rows[users[idx[p]]] for p in stored])
+                tokens[stored] = self.sequences.index_select(0, rows).long()
+            unknown: dict[int, int] = {}
+            hist = [p for p, i in enumerate(idx) if items[i] is not None]
+            if hist:
+                catalogue = self.catalogue_of(task)
+                encoded = adapters.encode_histories([items[idx[p]] for p in hist], catalogue, tokens.shape[1])
+                tokens[hist] = encoded.tokens.long()
+                unknown = dict(zip(hist, encoded.unknown.tolist()))
+                for p, known in zip(hist, encoded.known.tolist()):
+                    if not known:
+                        out[idx[p]] = self._error(task, users[idx[p]], (
+                            f"the history has no item task '{task}' knows ({len(items[idx[p]])} item id(s), none "
+                            f"in its catalogue of {len(catalogue) - 1} items); send at least one known item id."))
+            answered = [p for p in range(len(idx)) if not out[idx[p]]]
+            for p, answer in zip(answered, self._predict(task, tokens[answered], int(k), exclude_seen)):
+                i = idx[p]
                 head = {"user": users[i]} if users[i] is not None else {}
-                if items[i] is not None:
-                    head["unknown_items"] = int(encoded.unknown[pos_of[i]])
+                if p in unknown:
+                    head["unknown_items"] = unknown[p]
                 out[i] = {**head, "task": task, **answer}
         return out
+
+    @staticmethod
+    def _error(task: str, user: str | None, why: str) -> dict:
+        return {"task": task, "error": why, **({"user": user} if user is not None else {})}
+
+    def catalogue_of(self, task: str):
+        """The item ids a task reads, token t at entry t - 1 (T1's items, the separator's empty slot, then
+        the items tasks up to this one introduced): later tasks' items are unknown to it."""
+        return self.catalogue.slice(0, self.model.model.catalogue_size(self.model.info(task).index) + 1)
 
     def _predict(self, task: str, sequences, k: int, exclude_seen: bool) -> list[dict]:
         import torch

@@ -76,9 +76,10 @@ def test_empty_or_unknown_history_is_a_per_row_error(served):
     good, empty, unknown, nothing = served.answer_rows(
         [None, None, "7", None], ["gender"] * 4, 3, items=[served.history_of("7"), [], ["x", "y"], None])
     assert "label" in good
-    assert empty == {"task": "gender", "error": "the history has no item this model knows (0 item id(s), none in the "
-                     f"T1 catalogue of {len(served.catalogue)} items); send at least one known item id."}
-    assert unknown["user"] == "7" and unknown["error"].startswith("the history has no item this model knows (2 item id(s)")
+    size = served.model.model.catalogue_size(3)
+    assert empty == {"task": "gender", "error": "the history has no item task 'gender' knows (0 item id(s), none in "
+                     f"its catalogue of {size} items); send at least one known item id."}
+    assert unknown["user"] == "7" and unknown["error"].startswith("the history has no item task 'gender' knows (2 item")
     assert nothing["error"] == "the row has neither 'user' nor 'items'; send a user id or a list of item ids (oldest first)."
 
 
@@ -104,3 +105,19 @@ def test_history_longer_than_t1_keeps_its_last_items(served):
     assert without_user(a) == without_user(b)
     assert torch.equal(served.sequences[served.rows["7"]][-len(history):],
                        torch.tensor([served.catalogue.index(i).as_py() + 1 for i in history]))
+
+
+def test_items_a_later_task_introduced_are_unknown_to_earlier_tasks_only(served):
+    new = served.model.info("liked").new_items  # liked's labels hold films no T1 history has
+    assert new and served.model.model.catalogue_size(2) == served.model.num_items + len(new)
+    history = served.history_of("7")
+    with_new = history + new[:2]
+    [t1_plain] = served.answer_rows(None, ["clicks"], 5, items=[history])
+    [t1_new] = served.answer_rows(None, ["clicks"], 5, items=[with_new])
+    assert t1_new["unknown_items"] == 2 and without_user(t1_new) == without_user(t1_plain)  # T1: dropped, counted
+    for task in ("liked", "gender"):
+        [plain] = served.answer_rows(None, [task], 5, items=[history])
+        [fresh] = served.answer_rows(None, [task], 5, items=[with_new])
+        assert fresh["unknown_items"] == 0 and without_user(fresh) != without_user(plain), task
+    [liked] = served.answer_rows(None, ["liked"], 50, items=[with_new])
+    assert not set(new[:2]) & set(liked["items"])  # exclude_seen covers new items too
