@@ -7,7 +7,8 @@
   ``shrink`` (chosen on validation);
 - T1: most-popular, and the same co-occurrence over ordered pairs (an item's score given a prefix
   sums how often train users had it after each prefix item, older prefix items discounted by
-  ``decay``; chosen on validation).
+  ``decay``; chosen on validation);
+- regression tasks: the train mean, and ridge regression on the bag of T1 items (L2 chosen on validation).
 
 Each ``fit_*`` returns ``{"name", "params", "valid", "test"}`` (test metric of the chosen setting).
 """
@@ -18,11 +19,13 @@ import torch.nn.functional as F
 
 from conure_core.data.types import TaskData
 from conure_core.kinds import metric_of
+from conure_core.kinds.regression import errors
 from conure_core.metrics import MetricAccumulator, target_ranks
 from conure_core.naive import naive_baseline
 from conure_core.wide import bag_of_items, fit_transitions, table_mrr
 
 INVERSE_L2 = (0.01, 0.03, 0.1, 0.3, 1.0)  # as scikit-learn's C: loss sum + ||W||^2 / (2 C)
+RIDGE_L2 = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # squared-error sum + l2 ||w||^2 (intercept free)
 SHRINK = (1.0, 10.0, 100.0)
 POP_POWER = (0.0, 0.5)  # label-side normalisation of the co-occurrence (0: none; 0.5: cosine-like)
 
@@ -73,6 +76,38 @@ def logistic_baseline(task: TaskData, grid=INVERSE_L2, features: torch.Tensor | 
     test = _class_metrics(x[te] @ w + b, y[te])
     return {"name": "logreg", "params": {"C": c}, "valid": valid["accuracy"], "test": test["accuracy"],
             "valid_loss": valid["loss"], "test_loss": test["loss"]}
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge regression with a free intercept, in closed form (float64): (w [D], b)."""
+    x, y = x.double(), y.double()
+    mx, my = x.mean(0), y.mean()
+    xc = x - mx
+    w = torch.linalg.solve(xc.t() @ xc + l2 * torch.eye(x.shape[1], dtype=torch.float64), xc.t() @ (y - my))
+    return w, my - mx @ w
+
+
+def _number_metrics(predicted: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    acc = MetricAccumulator()
+    acc.add_errors(predicted, y)
+    return errors(acc)
+
+
+def ridge_baseline(task: TaskData, grid=RIDGE_L2) -> dict:
+    """Ridge regression on the bag of T1 items; L2 chosen by validation RMSE (ties: the weaker L2)."""
+    x = bag_of_items(task.sequences, task.num_items).double()
+    y = task.labels.double()
+    tr, va, te = (task.rows(s) for s in ("train", "valid", "test"))
+    best = None
+    for l2 in grid:
+        w, b = fit_ridge(x[tr], y[tr], l2)
+        valid = _number_metrics(x[va] @ w + b, y[va])
+        if best is None or valid["rmse"] < best[1]["rmse"]:
+            best = (l2, valid, (w, b))
+    l2, valid, (w, b) = best
+    test = _number_metrics(x[te] @ w + b, y[te])
+    return {"name": "ridge", "params": {"l2": l2}, "valid": valid["rmse"], "test": test["rmse"],
+            "valid_mae": valid["mae"], "test_mae": test["mae"]}
 
 
 def _rank_metrics(scores: torch.Tensor, targets: torch.Tensor) -> float:
@@ -126,17 +161,18 @@ def sequence_cooccurrence(task: TaskData, t1_targets: str = "all") -> dict:
 
 
 def naive(task: TaskData, t1_targets: str = "all") -> dict:
-    """Most-popular (T1, item tasks) or majority class, on valid and test (train counts only)."""
+    """The kind's floor (most-popular, majority class, train mean) on valid and test (train split only)."""
     metric = metric_of(task.kind)
     name, test = naive_baseline(task, "test", t1_targets)
     _, valid = naive_baseline(task, "valid", t1_targets)
     return {"name": name, "params": {}, "valid": valid[metric], "test": test[metric]}
 
 
+# The bag-of-T1-items baseline of each task kind (a new kind adds its own here).
+BAG_BASELINES = {"sequence": sequence_cooccurrence, "item": lambda task, _: item_cooccurrence(task),
+                 "class": lambda task, _: logistic_baseline(task), "regression": lambda task, _: ridge_baseline(task)}
+
+
 def bag_baseline(task: TaskData, t1_targets: str = "all") -> dict:
-    """The task's bag-of-T1-items baseline: logistic regression (class) or co-occurrence (item, T1)."""
-    if task.kind == "class":
-        return logistic_baseline(task)
-    if task.kind == "item":
-        return item_cooccurrence(task)
-    return sequence_cooccurrence(task, t1_targets)
+    """The task's bag-of-T1-items baseline: co-occurrence (T1, item), logistic (class) or ridge (regression)."""
+    return BAG_BASELINES[task.kind](task, t1_targets)

@@ -1,12 +1,14 @@
 """``python -m benchmarks.floor [--suite default|signal] [--preset P] [--seeds 3]``: Conure against simple baselines.
 
-For every task of a bundled lineage, on the same splits: most-popular (T1, item tasks) or the
-majority class; a bag-of-T1-items baseline with its setting chosen on validation (L2 logistic
-regression for classes, item co-occurrence for items and T1; ``benchmarks.baselines``); the
+For every task of a bundled lineage, on the same splits: most-popular (T1, item tasks), the
+majority class or the train mean (regression); a bag-of-T1-items baseline with its setting chosen on
+validation (L2 logistic regression for classes, ridge regression for numbers, item co-occurrence for
+items and T1; ``benchmarks.baselines``); the
 project's DNN strategy (a fresh two-layer MLP over the bag, per task); and Conure's test metric after
 the whole lineage. Seeded parts (Conure, DNN) run once per seed: mean +/- std (sample std) over
 seeds; the fitted baselines are deterministic (std 0). ``margin_se`` = (Conure - best baseline) /
-sqrt(std_c^2/n + std_b^2/n); with a zero standard error it is 0 for equal means and +/-99 otherwise.
+sqrt(std_c^2/n + std_b^2/n), sign-flipped for a lower-is-better metric (RMSE) so > 0 always means
+Conure is better; with a zero standard error it is 0 for equal means and +/-99 otherwise.
 ``--set model.width=64`` etc. edit the preset (``benchmarks.overrides``); ``--tasks`` keeps a prefix
 subset (T1 always). Readable lines, then the JSON line with ``min_margin_se`` and ``tasks_below``.
 """
@@ -91,19 +93,23 @@ def run_seed(tasks, overrides, preset, with_dnn: bool, log) -> dict:
 
 def summarise(tasks, fitted: dict, seeds: list[dict]) -> tuple[list[dict], dict]:
     """One row per task (values per system, best baseline, margin) and the headline figures."""
+    from conure_core.kinds import kind_of
+
     rows = []
     for t in tasks:
+        sign = 1.0 if kind_of(t.kind).higher_is_better else -1.0
         systems = {b["name"]: {"test": [b["test"]], "valid": [b["valid"]], "params": b["params"]} for b in fitted[t.name]}
         if "dnn" in seeds[0]:
             systems["dnn"] = {"test": [s["dnn"][t.name]["test"] for s in seeds],
                               "valid": [s["dnn"][t.name]["valid"] for s in seeds], "params": {}}
         conure = {"test": [s["conure"][t.name]["test"] for s in seeds],
                   "valid": [s["conure"][t.name]["valid"] for s in seeds]}
-        best = max(systems, key=lambda n: np.mean(systems[n]["test"]))
-        rows.append({"task": t.name, "kind": t.kind, "conure": conure, "baselines": systems, "best": best,
-                     "margin_se": margin_se(conure["test"], systems[best]["test"]),
-                     "gap": float(np.mean(conure["test"]) - np.mean(systems[best]["test"])),
-                     "rel_gap": float(np.mean(conure["test"]) / max(np.mean(systems[best]["test"]), 1e-12) - 1.0)})
+        best = max(systems, key=lambda n: sign * np.mean(systems[n]["test"]))
+        c, b = (float(np.mean(v)) for v in (conure["test"], systems[best]["test"]))
+        rows.append({"task": t.name, "kind": t.kind, "metric": kind_of(t.kind).metric, "conure": conure,
+                     "baselines": systems, "best": best,
+                     "margin_se": sign * margin_se(conure["test"], systems[best]["test"]),
+                     "gap": sign * (c - b), "rel_gap": sign * (c - b) / max(abs(b), 1e-12)})
     margins = [r["margin_se"] for r in rows]
     head = {"min_margin_se": min(margins), "tasks_below": sum(m < -1.0 for m in margins),
             "mean_rel_gap": float(np.mean([r["rel_gap"] for r in rows]))}
@@ -119,8 +125,7 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         c = r["conure"]
         bases = "  ".join(f"{n} {_ms(v['test'])} ({np.mean(v['valid']):.4f})" for n, v in r["baselines"].items())
-        metric = "accuracy" if r["kind"] == "class" else "mrr@5"
-        lines.append(f"{r['task']:<11}{metric:>9}  {_ms(c['test']):>16} ({np.mean(c['valid']):.4f})  {bases}  "
+        lines.append(f"{r['task']:<11}{r['metric']:>9}  {_ms(c['test']):>16} ({np.mean(c['valid']):.4f})  {bases}  "
                      f"-> {r['best']}, {r['margin_se']:+.2f} SE ({r['rel_gap']:+.1%})")
     return "\n".join(lines)
 

@@ -70,13 +70,15 @@ def fmt(v) -> str:
 
 
 def matrix_table(report: dict) -> Table:
-    """Accuracy matrix: row i = after learning task i, column j = task j's test metric."""
+    """Accuracy matrix: row i = after learning task i, column j = task j's test metric (a lower-is-better
+    one, such as a regression task's RMSE, says so in its header)."""
     tasks = report["tasks"]
     table = Table(title=f"lineage '{report['lineage']}' ({report['strategy']}): test metric after each task",
                   title_justify="left")
     table.add_column("after \\ task", style="bold")
+    lower = set(report.get("lower_is_better", []))
     for t in tasks:
-        table.add_column(f"{t}\n{report['metric'][t]}", justify="right")
+        table.add_column(f"{t}\n{report['metric'][t]}{' (lower is better)' if t in lower else ''}", justify="right")
     table.add_column("free capacity", justify="right")
     for i, (t, row) in enumerate(zip(tasks, report["matrix"])):
         free = report["free_capacity"][i] if i < len(report["free_capacity"]) else None

@@ -268,7 +268,8 @@ def predict(lineage: str = LINEAGE,
             exclude_seen: bool = typer.Option(True, "--exclude-seen/--keep-seen",
                                               help="Item answers leave out items of the history."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user or history."""
+    """Top-k items (item tasks, T1), the class with its probabilities (class tasks) or a number
+    (regression tasks) for one user or one history (``--items``)."""
     import tasks  # noqa: F401
     from tasks.serving import predict_user
 
@@ -279,7 +280,9 @@ def predict(lineage: str = LINEAGE,
         return
     who = f"user {user}" if user is not None else f"history of {len(history)} item(s)" + (
         f" ({answer['unknown_items']} unknown, dropped)" if answer.get("unknown_items") else "")
-    if "label" in answer:
+    if "value" in answer:
+        print(f"{who} · {task}: {answer['value']:.4f}")
+    elif "label" in answer:
         probs = ", ".join(f"{l}: {p:.3f}" for l, p in sorted(answer["probabilities"].items(), key=lambda x: -x[1])[:5])
         print(f"{who} · {task}: {answer['label']}  ({probs})")
     else:

@@ -11,10 +11,13 @@ Definitions (Lopez-Paz & Ranzato 2017, adapted to tasks whose head only exists o
   an unseen task has no head to evaluate.
 Metrics of different tasks have different scales (MRR@5 ~0.03, accuracy ~0.6), so every average is
 also given in relative form (each term divided by its reference), which weighs tasks equally.
+A column whose metric is lower-is-better (a regression task's RMSE; ``metrics`` names each column's)
+counts with its sign flipped, so BWT < 0 is forgetting and forgetting >= 0 for every kind of task.
 """
 from __future__ import annotations
 
 from conure_core.errors import ConureError
+from conure_core.kinds import higher_is_better
 
 import math
 from dataclasses import asdict, dataclass, field
@@ -42,14 +45,23 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def backward_transfer(matrix: Matrix, relative: bool = False) -> float | None:
-    """Mean change of every earlier task between just after learning it and the end (None if N < 2)."""
+def signs(metrics: list[str] | None, n: int) -> list[float]:
+    """+1 per column whose metric is higher-is-better (or unnamed), -1 per lower-is-better one."""
+    if metrics is None:
+        return [1.0] * n
+    if len(metrics) != n:
+        raise ReportError(f"{len(metrics)} metric names for a {n}x{n} matrix; give one per task.")
+    return [1.0 if higher_is_better(m) else -1.0 for m in metrics]
+
+
+def backward_transfer(matrix: Matrix, relative: bool = False, metrics: list[str] | None = None) -> float | None:
+    """Mean gain of every earlier task between just after learning it and the end (None if N < 2)."""
     n = check_matrix(matrix)
-    last = matrix[n - 1]
+    last, sign = matrix[n - 1], signs(metrics, n)
     terms = []
     for j in range(n - 1):
         base = matrix[j][j]
-        diff = last[j] - base
+        diff = sign[j] * (last[j] - base)
         terms.append(diff / base if relative and base else diff)
     return _mean(terms)
 
@@ -60,23 +72,26 @@ def final_average(matrix: Matrix) -> float | None:
     return _mean([float(v) for v in matrix[n - 1]]) if n else None
 
 
-def forgetting(matrix: Matrix) -> list[float]:
-    """Per task: best metric it ever had after being learned minus its final metric (>= 0)."""
+def forgetting(matrix: Matrix, metrics: list[str] | None = None) -> list[float]:
+    """Per task: how much worse its final metric is than the best it ever had after being learned (>= 0)."""
     n = check_matrix(matrix)
-    return [max(matrix[i][j] for i in range(j, n)) - matrix[n - 1][j] for j in range(n)]
+    sign = signs(metrics, n)
+    return [max(sign[j] * matrix[i][j] for i in range(j, n)) - sign[j] * matrix[n - 1][j] for j in range(n)]
 
 
-def forward_transfer(matrix: Matrix, reference: list[float] | None, relative: bool = False) -> float | None:
+def forward_transfer(matrix: Matrix, reference: list[float] | None, relative: bool = False,
+                     metrics: list[str] | None = None) -> float | None:
     """Mean gain of each task j >= 1 when learned (R[j][j]) over its no-transfer reference b_j."""
     n = check_matrix(matrix)
     if reference is None:
         return None
     if len(reference) != n:
         raise ReportError(f"forward-transfer reference has {len(reference)} entries; expected {n} (one per task).")
+    sign = signs(metrics, n)
     terms = []
     for j in range(1, n):
         base = reference[j]
-        diff = matrix[j][j] - base
+        diff = sign[j] * (matrix[j][j] - base)
         terms.append(diff / base if relative and base else diff)
     return _mean(terms)
 
@@ -116,8 +131,9 @@ def build_report(strategy: str, tasks: list[str], metrics: list[str], matrix: Ma
         strategy=strategy, tasks=list(tasks), metrics=list(metrics),
         matrix=[[None if j > i else float(v) for j, v in enumerate(row)] for i, row in enumerate(matrix)],
         final=final, final_average=final_average(matrix),
-        bwt=backward_transfer(matrix), bwt_relative=backward_transfer(matrix, relative=True),
-        fwt=forward_transfer(matrix, reference), fwt_relative=forward_transfer(matrix, reference, relative=True),
-        forgetting=forgetting(matrix), backbones=int(backbones), storage_bytes=int(storage_bytes),
+        bwt=backward_transfer(matrix, metrics=metrics), bwt_relative=backward_transfer(matrix, True, metrics),
+        fwt=forward_transfer(matrix, reference, metrics=metrics),
+        fwt_relative=forward_transfer(matrix, reference, True, metrics),
+        forgetting=forgetting(matrix, metrics), backbones=int(backbones), storage_bytes=int(storage_bytes),
         extra=dict(extra or {}),
     )

@@ -132,7 +132,9 @@ class TrainConfig:
     # (lowest validation cross-entropy; steadier than accuracy on ~50 validation users).
     select: str = "metric"
     label_smoothing: float = 0.0  # class tasks' cross-entropy
-    user_dropout: float = 0.0  # class tasks: dropout on the user vector during training
+    user_dropout: float = 0.0  # class and regression tasks: dropout on the user vector during training
+    number_loss: str = "mse"  # regression tasks: "mse" | "huber" (quadratic within huber_delta)
+    huber_delta: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0:
@@ -148,6 +150,9 @@ class TrainConfig:
         self.prune_grid = sorted(float(r) for r in self.prune_grid)
         if self.select not in ("metric", "loss"):
             raise ConfigError(f"TrainConfig.select={self.select!r}; use 'metric' or 'loss'.")
+        if self.number_loss not in ("mse", "huber") or self.huber_delta <= 0:
+            raise ConfigError(f"TrainConfig.number_loss={self.number_loss!r}, huber_delta={self.huber_delta}; "
+                              "use 'mse' or 'huber' and a positive delta.")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.user_dropout < 1.0:
             raise ConfigError("TrainConfig label_smoothing and user_dropout must be in [0, 1).")
         if self.backbone_lr_scale < 0 or self.head_init < 0 or self.head_l2 < 0:

@@ -24,14 +24,16 @@ class ContinualReport:
     baselines: dict[str, dict] = field(default_factory=dict)
     stages: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    kinds: list[str] = field(default_factory=list)
 
     def final(self) -> list[float]:
         """Every task's metric after the last task."""
         return [v for v in self.matrix[-1]]
 
     def backward_transfer(self) -> float:
-        """Mean over earlier tasks of (final - right after learning it); 0 means no forgetting."""
-        return backward_transfer(self.matrix) or 0.0
+        """Mean over earlier tasks of (final - right after learning it), sign-flipped for lower-is-better
+        metrics (``cl_report``); 0 means no forgetting."""
+        return backward_transfer(self.matrix, metrics=self.metrics) or 0.0
 
     def to_dict(self) -> dict:
         return {"tasks": self.tasks, "metric": dict(zip(self.tasks, self.metrics)), "matrix": self.matrix,
@@ -69,5 +71,6 @@ def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict
     for task, metric in zip(tasks, metrics):
         kind, values = naive_baseline(task, t1_targets=lineage.config.t1_targets)
         baselines[task.name] = {"name": kind, "metric": metric, "value": values[metric]}
-    report = ContinualReport(names, metrics, matrix, free, baselines, stages, time.perf_counter() - started)
+    report = ContinualReport(names, metrics, matrix, free, baselines, stages, time.perf_counter() - started,
+                             [t.kind for t in tasks])
     return lineage, report

@@ -63,10 +63,27 @@ def class_loss(user: torch.Tensor, head: LinearHead, labels: torch.Tensor, label
     """
     if dropout <= 0.0:
         return F.cross_entropy(head.scores(user), labels, label_smoothing=label_smoothing)
-    h = head._prep(user)
-    keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
-    logits = (h * keep) @ head.weight.t() + head.bias
+    logits = dropped(head._prep(user), dropout, generator) @ head.weight.t() + head.bias
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def number_loss(user: torch.Tensor, head: LinearHead, targets: torch.Tensor, kind: str = "mse", delta: float = 1.0,
+                dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean squared error ("mse") or Huber loss ("huber", quadratic within ``delta``) of the head's one
+    output against numeric targets; ``dropout`` on the user vector as in ``class_loss``."""
+    h = head._prep(user)
+    if dropout > 0.0:
+        h = dropped(h, dropout, generator)
+    predicted = (h @ head.weight.t() + head.bias)[:, 0]
+    if kind == "huber":
+        return F.huber_loss(predicted, targets, delta=delta)
+    return F.mse_loss(predicted, targets)
+
+
+def dropped(h: torch.Tensor, dropout: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout on ``h``, the mask drawn on the CPU from ``generator`` (a stage replays bit-identically)."""
+    keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
+    return h * keep
 
 
 class SampledSoftmaxCE(torch.autograd.Function):

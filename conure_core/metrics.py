@@ -58,6 +58,13 @@ class MetricAccumulator:
             self.sums[name] = self.sums.get(name, 0.0) + value
         self.count += int(ranks.numel())
 
+    def add_errors(self, predicted: torch.Tensor, targets: torch.Tensor) -> None:
+        """Accumulate squared and absolute errors of numeric predictions (means: ``mse``, ``mae``)."""
+        err = (predicted.double() - targets.double())
+        self.sums["mse"] = self.sums.get("mse", 0.0) + float((err * err).sum())
+        self.sums["mae"] = self.sums.get("mae", 0.0) + float(err.abs().sum())
+        self.count += int(targets.numel())
+
     def add_classes(self, predicted: torch.Tensor, targets: torch.Tensor) -> None:
         self.sums["accuracy"] = self.sums.get("accuracy", 0.0) + float((predicted == targets).sum())
         self.count += int(targets.numel())

@@ -19,6 +19,7 @@ import yaml
 
 from conure_core.config import ConfigError, get_preset, manifest_overrides
 from conure_core.continual import ContinualReport, run_lineage
+from conure_core.kinds import kind_of
 from conure_core.data.types import TaskData
 
 
@@ -55,7 +56,8 @@ def format_report(report: ContinualReport) -> str:
     base = "".join(f"{report.baselines[n]['value']:.4f}".rjust(width) for n in names)
     lines.append("baseline".ljust(12) + base)
     lines.append("kind".ljust(12) + "".join(report.baselines[n]["name"].rjust(width) for n in names))
-    beats = [report.matrix[-1][j] > report.baselines[n]["value"] for j, n in enumerate(names)]
+    beats = [kind_of(k).better(report.matrix[-1][j], report.baselines[n]["value"])
+             for j, (n, k) in enumerate(zip(names, report.kinds))]
     lines.append("beats".ljust(12) + "".join(("yes" if b else "NO").rjust(width) for b in beats))
     kept = all(report.matrix[-1][j] == report.matrix[j][j] for j in range(len(names) - 1))
     lines.append(f"retention exact: {'yes' if kept else 'NO'}   backward transfer: {report.backward_transfer():+.6f}"

@@ -15,6 +15,7 @@ from conure_core.atomic import publish_dir, sha256_file, staged_dir
 from conure_core.data import prepare as prep
 from conure_core.data.errors import DataError
 from conure_core.data.tables import find_table, read_table
+from conure_core.kinds import kind_of
 
 from . import suites
 from .errors import ContractError
@@ -117,30 +118,35 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, lists, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
+        kind = kind_of(manifest.kind)
         if t1_dir is None and not require_t1:  # `conure validate` of a lone folder: all but the join
-            users, labels = prep.label_source(table, columns, str(file))
+            users, labels = prep.label_source(table, columns, str(file), manifest.kind)
             frame = suites.label_frame(users, labels, None)
-            suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(),
-                                 unique_users=manifest.kind == "class")
+            suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), unique_users=kind.one_row_per_user)
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
         if t1_dir is None:
-            article = "an" if manifest.kind == "item" else "a"
+            article = "an" if manifest.kind[0] in "aeiou" else "a"
             raise ContractError(f"{task_dir / 'task.yaml'}: {article} {manifest.kind} task joins to T1 by user id, "
                                 f"but no T1 was given; ingest the sequence task first and pass it as t1.",
                                 file=str(task_dir))
-        users, labels = prep.label_source(table, columns, str(file))
+        users, labels = prep.label_source(table, columns, str(file), manifest.kind)
         t1_ref, t1_users = prep.t1_reference(t1_dir, task_root or Path(t1_dir).parent.parent / manifest.name)
         rows = prep.lookup_users(users, t1_users)
         frame = suites.label_frame(users, labels, rows >= 0)
-        suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(), known_floor=known_user_floor,
-                             unique_users=manifest.kind == "class")
+        suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), known_floor=known_user_floor,
+                             unique_users=kind.one_row_per_user)
         result = _timed_validate(frame, suite, clock)
         return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame), t1_ref,
                         rows, _lap(clock), t1_users)
     except DataError as exc:
         raise ContractError.from_data_error(exc) from None
+
+
+def _bounds(manifest: TaskManifest) -> tuple[int, int] | None:
+    """The distinct-label bounds to check: None for labels that are numbers (any count of values)."""
+    return None if kind_of(manifest.kind).labels == "numbers" else manifest.label_bounds()
 
 
 def _lap(clock: dict) -> dict:

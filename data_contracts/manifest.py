@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from conure_core.config import manifest_overrides
 from conure_core.data.errors import DataError
 from conure_core.data.tables import checked_file
+from conure_core.kinds import KINDS, kind_of
 
 from .errors import ContractError
 
@@ -32,13 +33,13 @@ class TaskManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["sequence", "item", "class"]
+    kind: str  # a registered task kind (conure_core.kinds): sequence (T1), item, class, regression, ...
     description: str = ""
     columns: Columns = Field(default_factory=Columns)
     max_len: int | None = Field(default=None, ge=1, le=10_000)  # sequence task; default 100 (paper TTL)
     min_seq_len: int = Field(default=2, ge=1)  # input + target at least
-    min_labels: int | None = Field(default=None, ge=1)  # class default 2, item default 1
-    max_labels: int | None = Field(default=None, ge=1)  # class default 1,000, item default 10,000,000
+    min_labels: int | None = Field(default=None, ge=1)  # default: the kind's (class 2, item 1)
+    max_labels: int | None = Field(default=None, ge=1)  # default: the kind's (class 1,000, item 10,000,000)
     split_seed: int = Field(default=0, ge=0)
     # a share of the free weights to release, or "auto": the largest ratio that keeps validation (TrainConfig.prune_auto)
     prune_ratio: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] | None = None
@@ -56,11 +57,16 @@ class TaskManifest(BaseModel):
             raise ValueError("must not contain path separators, '..' or a leading '.'")
         return v
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        kind_of(v)  # KindError (a ValueError) names the registered kinds
+        return v
+
     def label_bounds(self) -> tuple[int, int]:
-        """(min, max) distinct labels allowed for this task kind."""
-        lo = self.min_labels or (2 if self.kind == "class" else 1)
-        hi = self.max_labels or (1_000 if self.kind == "class" else 10_000_000)
-        return lo, hi
+        """(min, max) distinct labels allowed for this task kind (its own defaults unless set)."""
+        lo, hi = kind_of(self.kind).label_bounds
+        return self.min_labels or lo, self.max_labels or hi
 
     def training_overrides(self) -> dict:
         """The TrainConfig overrides this task sets (only those given), by TrainConfig field name."""
@@ -104,7 +110,7 @@ def _explain(path: Path, exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{path}: missing key '{key}'; add it (name and kind are required)."
     if key == "kind":
-        return f"{path}: kind is {err.get('input')!r}; use one of sequence, item, class."
+        return f"{path}: kind is {err.get('input')!r}; use one of {', '.join(KINDS)}."
     if key == "name":
         return f"{path}: name {err.get('input')!r} is not allowed: it {err['msg'].removeprefix('Value error, ')}; " \
                f"use letters, digits, '_', '-' or '.'."

@@ -146,13 +146,14 @@ def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict]
     return reports[name].to_dict()
 
 
-def matrix_summary(matrix: list[list[float | None]]) -> dict:
-    """``final_average`` and ``backward_transfer`` of an accuracy matrix (the learner's one definition);
-    None for a matrix with a missing or non-finite entry (a report still prints)."""
+def matrix_summary(matrix: list[list[float | None]], metrics: list[str] | None = None) -> dict:
+    """``final_average`` and ``backward_transfer`` of an accuracy matrix (the learner's one definition,
+    ``metrics`` naming each column's metric for its direction); None for a matrix with a missing or
+    non-finite entry (a report still prints)."""
     from conure_core.cl_report import ReportError, backward_transfer, final_average
 
     try:
-        return {"final_average": final_average(matrix), "backward_transfer": backward_transfer(matrix)}
+        return {"final_average": final_average(matrix), "backward_transfer": backward_transfer(matrix, metrics=metrics)}
     except ReportError:
         return {"final_average": None, "backward_transfer": None}
 

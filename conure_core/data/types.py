@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-TaskKind = Literal["sequence", "item", "class"]
+TaskKind = Literal["sequence", "item", "class", "regression"]
 SPLITS = ("train", "valid", "test")
 TRAIN, VALID, TEST = 0, 1, 2
 
@@ -21,8 +21,8 @@ class TaskData:
 
     sequences: int64 [N, L] (int32 past 2^26 entries, see prepared.INT32_ENTRIES), each row a user's T1
         sequence, left-padded with 0, oldest first.
-    labels: int64 [N] label ids 0..K-1 for item/class tasks; None for the sequence task (T1),
-        whose target is the next item at every position.
+    labels: int64 [N] label ids 0..K-1 for item/class tasks, float32 [N] numbers for regression tasks;
+        None for the sequence task (T1), whose target is the next item at every position.
     split: int8 [N] with TRAIN / VALID / TEST (80/5/15 by a seeded hash; by user for T1).
     user_ids: the original user id (as str) of each row.
     vocab: sequence task -> the T1 item vocabulary (len V); item/class task -> label vocabulary (len K).

@@ -8,6 +8,7 @@ from conure_core.errors import ConureError
 from conure_core.kinds.base import TaskKind
 from conure_core.kinds.classification import ClassKind
 from conure_core.kinds.item import ItemKind
+from conure_core.kinds.regression import RegressionKind
 from conure_core.kinds.sequence import SequenceKind
 
 KINDS: dict[str, TaskKind] = {}
@@ -32,10 +33,15 @@ def kind_of(name: str) -> TaskKind:
         raise KindError(f"task kind {name!r} is not known; use one of {list(KINDS)}.") from None
 
 
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of the matrix metric ``metric`` is better (as the kinds reporting it say)."""
+    return all(kind.higher_is_better for kind in KINDS.values() if kind.metric == metric)
+
+
 def metric_of(name: str) -> str:
     """The accuracy matrix's metric of tasks of kind ``name``."""
     return kind_of(name).metric
 
 
-for _kind in (SequenceKind(), ItemKind(), ClassKind()):
+for _kind in (SequenceKind(), ItemKind(), ClassKind(), RegressionKind()):
     register(_kind)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import floor
-from benchmarks.baselines import (item_cooccurrence, logistic_baseline, naive,
+from benchmarks.baselines import (item_cooccurrence, logistic_baseline, naive, ridge_baseline,
                                   sequence_cooccurrence)
 from conure_core.data.types import TEST, TRAIN, VALID, TaskData
 from conure_core.wide import bag_of_items
@@ -68,8 +68,22 @@ def test_sequence_cooccurrence_follows_what_train_users_clicked_next():
     assert pop["valid"] == pytest.approx(1 / 4) and pop["test"] == pytest.approx(1 / 2)
 
 
+def test_train_mean_and_ridge_on_a_number_carried_by_one_item():
+    # 200 train users: item 1 -> 3.0, item 2 -> 1.0 (mean 2.0, RMSE of the mean 1.0); test: one of each.
+    seqs = [[0, 1], [0, 2]] * 100 + [[0, 1], [0, 2], [0, 1], [0, 2]]
+    labels = [3.0, 1.0] * 100 + [3.0, 1.0, 3.0, 1.0]
+    split = [TRAIN] * 200 + [VALID, VALID, TEST, TEST]
+    task = _task("regression", seqs, labels, split, num_items=2, num_labels=1)
+    mean = naive(task)
+    assert (mean["name"], mean["valid"], mean["test"]) == ("mean", 1.0, 1.0)
+    ridge = ridge_baseline(task)
+    # centred bag columns are +-0.5, so the slope shrinks by 100 / (100 + l2) with l2 = 1 (the grid's weakest):
+    # predictions 2 +- 100/101, errors 1/101
+    assert ridge["params"] == {"l2": 1.0} and ridge["test"] == pytest.approx(1 / 101) and ridge["test_mae"] == pytest.approx(1 / 101)
+
+
 def test_floor_runs_on_a_signal_slice(capsys):
-    args = ["--suite", "signal", "--tasks", "era", "--seeds", "1", "--quiet", "--no-dnn",
+    args = ["--suite", "signal", "--tasks", "era,rating", "--seeds", "1", "--quiet", "--no-dnn",
             "--set", "first.epochs=1", "--set", "first.retrain_epochs=1",
             "--set", "classes.epochs=1", "--set", "classes.retrain_epochs=1"]
     assert floor.main(args) == 0
@@ -80,4 +94,6 @@ def test_floor_runs_on_a_signal_slice(capsys):
     # Train-split majority of era, scored on its test users (fixed by the data and the split hash).
     assert f["era_majority"] == pytest.approx(45 / 110)
     assert f["era_logreg"] > f["era_majority"] + 0.2  # the suite's class tasks carry signal
-    assert 0 <= f["tasks_below"] <= 2
+    assert f["rating_ridge"] < 0.9 * f["rating_mean"]  # the number carries signal: ridge beats the train mean
+    assert f["rating_conure"] < f["rating_mean"]  # RMSE: lower is better, so below the floor is above it
+    assert 0 <= f["tasks_below"] <= 3

@@ -24,6 +24,7 @@ def test_label_rules_on_a_hand_made_table():
     assert labels["genre"].to_dict() == {1: "Action", 2: "Drama", 3: "Drama"}
     # Mean ratings over all users: 3.0, 4.0, 3.5, 2.5 -> tercile edges 3.0 and 3.5 (right-closed bins).
     assert labels["rater"].to_dict() == {1: "low", 2: "high", 3: "mid", 4: "low"}
+    assert labels["rating"].to_dict() == {1: 3.0, 2: 4.0, 3: 3.5, 4: 2.5}  # the regression task: the mean itself
 
 
 def test_signal_folders(tmp_path):
@@ -31,8 +32,11 @@ def test_signal_folders(tmp_path):
     assert [f.name for f in folders] == list(SIGNAL_TASK_NAMES) == list(suite_task_names("signal"))
     t1 = pq.read_table(folders[0] / "data.parquet")
     assert t1.num_rows == 929 and "max_len: 100" in (folders[0] / "task.yaml").read_text()
-    sizes = {f.name: pq.read_table(f / "data.parquet").to_pandas() for f in folders[1:]}
+    sizes = {f.name: pq.read_table(f / "data.parquet").to_pandas() for f in folders[1:-1]}
     assert {n: df.label.nunique() for n, df in sizes.items()} == {"era": 3, "genre": 18, "rater": 3}
+    rating = pq.read_table(folders[-1] / "data.parquet").to_pandas()
+    assert "kind: regression" in (folders[-1] / "task.yaml").read_text() and rating.label.dtype == "float64"
+    assert len(rating) == 929 and rating.label.between(1.0, 5.0).all()
     assert len(sizes["rater"]) == 929 and len(sizes["era"]) == len(sizes["genre"]) < 929
     assert set(sizes["era"].user_id) <= set(t1["user_id"].to_pylist())
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from conure_core.data.prepared import load_task
 from data_contracts.errors import ContractError
@@ -49,6 +50,27 @@ def test_missing_column(tmp_path, t1_ref, known):
 def test_wrong_type(tmp_path, t1_ref, known):
     f = make_task(tmp_path, "w", "class", pa.table({"user_id": known[:3], "label": [1.5, 2.5, 1.5]}))
     _fails(f, tmp_path / "o", t1_ref, needles=["column 'label' has type double", "1.5", "integers or strings"])
+
+
+def test_text_labels_of_a_regression_task(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "r", "regression", pa.table({"user_id": known[:3], "label": ["3.5", "high", "2"]}))
+    e = _fails(f, tmp_path / "o", t1_ref, needles=[
+        "data.parquet: column 'label' holds string values (e.g. ['3.5', 'high', '2']) but a regression task's "
+        "labels must be numbers; write them as numbers, or use kind 'class' for categories."])
+    assert (e.column, e.expectation) == ("label", "column_type")
+
+
+def test_regression_task_with_duplicated_users(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "r", "regression", pa.table({"user_id": [known[0], known[0], known[1]], "label": [1.0, 2.0, 3.0]}))
+    _fails(f, tmp_path / "o", t1_ref, report=True, needles=["expect_column_values_to_be_unique", "'user_id'"])
+
+
+def test_regression_task_is_ingested_as_numbers(tmp_path, t1_ref, known):
+    f = make_task(tmp_path, "r", "regression", pa.table({"user_id": known[:40], "label": [0.5 * i for i in range(40)]}))
+    ref = ingest_task(f, tmp_path / "o", t1_ref)
+    task = load_task(ref.path)
+    assert (ref.kind, task.num_labels, task.labels.dtype) == ("regression", 1, torch.float32)
+    assert sorted(task.labels.tolist()) == [0.5 * i for i in range(40)]
 
 
 def test_wrong_timestamp_type(tmp_path):
@@ -139,7 +161,7 @@ def test_manifest_unknown_key(tmp_path):
 
 def test_manifest_wrong_kind(tmp_path):
     f = make_task(tmp_path, "k", "class", csv=b"user_id,label\n1,a\n", manifest={"name": "k", "kind": "sequenze"})
-    _fails(f, tmp_path / "o", needles=["kind is 'sequenze'", "sequence, item, class"])
+    _fails(f, tmp_path / "o", needles=["kind is 'sequenze'", "sequence, item, class, regression"])
 
 
 def test_truncated_parquet(tmp_path, t1_ref, known):

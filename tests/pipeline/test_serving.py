@@ -24,7 +24,7 @@ def served(tmp_path_factory):
     from tasks.serving import Predictor
 
     root = tmp_path_factory.mktemp("serving")
-    dirs = write_subset(root / "tasks")
+    dirs = write_subset(root / "tasks") + [regression_task(root / "tasks" / "activity")]
     t1_dir = prepare_task_dir(dirs[0], root / "prepared")
     prepared = [t1_dir] + [prepare_task_dir(d, root / "prepared", t1_dir) for d in dirs[1:]]
     preset = Preset.from_dict(tiny_preset())
@@ -37,13 +37,30 @@ def served(tmp_path_factory):
     return Predictor(root / "state", t1_dir, "the test model")
 
 
+def regression_task(dest):
+    """A regression task on the subset's users: how many films each rated (a number per user)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    clicks = pq.read_table(dest.parent / "clicks" / "data.parquet")  # user_id, items (a list per user)
+    dest.mkdir(parents=True)
+    (dest / "task.yaml").write_text("name: activity\nkind: regression\n")
+    pq.write_table(pa.table({"user_id": clicks["user_id"], "label": pc.cast(pc.list_value_length(clicks["items"]),
+                                                                            pa.float64())}), dest / "data.parquet")
+    return dest
+
+
 def without_user(answer: dict) -> dict:
     return {k: v for k, v in answer.items() if k not in ("user", "unknown_items")}
 
 
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_history_answers_equal_stored_user_answers_for_every_task_kind(served, exclude_seen):
-    assert [served.model.info(t).kind for t in served.tasks] == ["sequence", "item", "class"]
+    from conure_core.kinds import KINDS
+
+    assert [served.model.info(t).kind for t in served.tasks] == ["sequence", "item", "class", "regression"]
+    assert set(KINDS) == {served.model.info(t).kind for t in served.tasks}  # every registered kind is served
     histories = [served.history_of(u) for u in USERS]
     for task in served.tasks:
         by_user = served.answer_rows(USERS, [task] * len(USERS), 5, exclude_seen=exclude_seen)
