@@ -80,9 +80,15 @@ def matrix_table(report: dict) -> Table:
     for t in tasks:
         table.add_column(f"{t}\n{report['metric'][t]}{' (lower is better)' if t in lower else ''}", justify="right")
     table.add_column("free capacity", justify="right")
+    catalogue = report.get("catalogue") or []
+    if any(catalogue):
+        table.add_column("catalogue", justify="right")  # items each task reads (T1's + those tasks introduced)
     for i, (t, row) in enumerate(zip(tasks, report["matrix"])):
         free = report["free_capacity"][i] if i < len(report["free_capacity"]) else None
-        table.add_row(t, *[fmt(v) for v in row], "" if free is None else f"{free:.1%}")
+        cells = [t, *[fmt(v) for v in row], "" if free is None else f"{free:.1%}"]
+        if any(catalogue):
+            cells.append("" if i >= len(catalogue) or catalogue[i] is None else f"{catalogue[i]:,}")
+        table.add_row(*cells)
     return table
 
 

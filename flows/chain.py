@@ -257,6 +257,7 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
                        prune_ratio=ratio,
                        stages=stage_digests, state_digest=parent, free_capacity=ev["free_capacity"] or free,
                        rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
+                       catalogue=ev.get("catalogue"),
                        manifest=manifest)
     return {"task": task, "row": row}
 

@@ -14,6 +14,7 @@ def report_of(head: Head) -> dict:
             "lower_is_better": [t.name for t in head.tasks if not adapters.kind_of(t.kind).higher_is_better],
             "matrix": [list(r) + [None] * (n - len(r)) for r in head.matrix],
             "free_capacity": [t.free_capacity.get("total") for t in head.tasks],
+            "catalogue": [t.catalogue for t in head.tasks],
             "state_digest": head.state_digest, "parent": head.parent, "capacity": capacity_of(head),
             "histories": head.histories}
 

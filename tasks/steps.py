@@ -274,9 +274,10 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
         metrics = {r["name"]: model.evaluate(adapters.load_task_data(lay.root, r), "test") for r in refs}
         compute = time.perf_counter() - started
         free = model.free_capacity()
+        catalogue = model.model.catalogue_size()  # items the latest task reads: T1's and those tasks introduced
         flat = {f"test/{t}/{m}": v for t, ms in metrics.items() for m, v in ms.items()}
-        tracker.log_metrics(run, {**flat, "free_capacity/total": free["total"], "compute_seconds": compute},
-                            step=track["step"])
+        tracker.log_metrics(run, {**flat, "free_capacity/total": free["total"], "compute_seconds": compute,
+                                  "catalogue/items": catalogue}, step=track["step"])
         tracker.end_run(run)
     except BaseException:
         tracker.end_run(run, "FAILED")
@@ -285,7 +286,7 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
     main = {r["name"]: model.info(r["name"]).metric for r in refs}  # each task's headline metric
     get_run_logger().info(f"test after '{current['name']}': " + ", ".join(
         f"{t} {main[t]} {metrics[t][main[t]]:.4f}" for t in metrics) + f"; free capacity {free['total']:.1%}")
-    return {"metrics": metrics, "main": main, "free_capacity": free, "compute_s": compute}
+    return {"metrics": metrics, "main": main, "free_capacity": free, "catalogue": catalogue, "compute_s": compute}
 
 
 def _owner_maps(state_dir: Path) -> dict[str, Any]:

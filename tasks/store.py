@@ -40,6 +40,7 @@ class LearnedTask(BaseModel):
     free_capacity: dict[str, float] = Field(default_factory=dict)
     rows: int = 0
     folder_digest: str = ""  # digest of the task folder it was ingested from
+    catalogue: int | None = None  # items the task reads: T1's plus those tasks up to it introduced
     manifest: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -129,3 +129,21 @@ def test_learn_warns_before_a_task_that_would_leave_less_than_min_free(capsys):
         "lineage 'w': capacity: learning 'liked' is expected to leave 42.0% of the backbone's prunable weights free "
         "(at prune ratio 0.6; 70.0% free now), below min_free 50.0%; prune harder (a higher prune_ratio in task.yaml "
         "or the preset), give a new lineage a wider backbone (model.width), or start a new lineage for the next tasks.")
+
+
+def test_report_shows_the_catalogue_size_per_task(learned):
+    from mlflow import MlflowClient
+
+    from tasks.adapters import load_lineage
+    from tasks.store import LineageStore
+
+    store = LineageStore()
+    model = load_lineage(store.state_path(store.require_head("e2e").state_digest))
+    new = model.info("liked").new_items  # films liked by the subset's users that no T1 history holds
+    report = cli("report", "--lineage", "e2e", "--json")
+    assert report["catalogue"] == [model.num_items, model.num_items + len(new), model.num_items + len(new)]
+    assert new and model.info("gender").new_items == []
+    client = MlflowClient(tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    [evaluate] = client.search_runs([exp.experiment_id], "tags.`conure.stage` = 'evaluate' and tags.`conure.task` = 'liked'")
+    assert evaluate.data.metrics["catalogue/items"] == report["catalogue"][1]
