@@ -15,7 +15,8 @@ lineage exists and is registered by this code. Figures:
   code; ``overhead_single`` / ``overhead_batch``: pyfunc time / bare time (1.0 = no overhead);
 - ``rest_single_p50_ms`` / ``_p99_ms`` / ``rest_batch_rows_per_s``: the same requests as JSON over HTTP to
   `mlflow models serve` (one worker, one kept-alive connection).
-Torch runs ``--threads`` intra-op threads here and in the scoring server (``OMP_NUM_THREADS``): on a
+``matmul_gflops``: fp32 1024 x 1024 matmul speed in this process, the same-run reference of how much of
+the CPU the measurement got. Torch runs ``--threads`` intra-op threads here and in the scoring server (``OMP_NUM_THREADS``): on a
 small shared CPU a second spinning thread slows these small matmuls down. Readable lines first; the
 last line is one JSON object.
 """
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import emit, timed_interleaved
+from benchmarks.common import emit, matmul_flops, timed_interleaved
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"pyfunc_single_p50_ms": "<= 10", "pyfunc_batch_rows_per_s": ">= 10000"}
@@ -123,15 +124,9 @@ def rest(model_uri: str, env: dict, single: list[dict], batch: list[dict]) -> di
         return {"rest_single_p50_ms": 1e3 * percentile(one, 0.5), "rest_single_p99_ms": 1e3 * percentile(one, 0.99),
                 "rest_batch_rows_per_s": len(batch) / many}
     finally:
-        import signal
+        from conure_cli.main import stop_group
 
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)  # the server's process group: SIGTERM, then SIGKILL after a grace period
         log.unlink(missing_ok=True)
 
 
@@ -191,6 +186,8 @@ def main() -> None:
         "pyfunc_batch_rows_per_s": len(batch) / batch_s["pyfunc"],
         "bare_batch_rows_per_s": len(batch) / batch_s["bare"],
     }
+    # the same-run reference: how much of this CPU the process got (DESIGN.md: ~325 GFLOP/s on 2 quiet cores)
+    figures["matmul_gflops"] = matmul_flops(1024) / 1e9
     figures["overhead_single"] = figures["pyfunc_single_p50_ms"] / figures["bare_single_p50_ms"]
     figures["overhead_batch"] = figures["bare_batch_rows_per_s"] / figures["pyfunc_batch_rows_per_s"]
     if not args.no_rest:

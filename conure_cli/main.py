@@ -331,19 +331,19 @@ def _run_server(cmd: list[str]) -> int:
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def on_signal(signum, _frame):
-        _stop_group(proc)
+        stop_group(proc)
         raise SystemExit(128 + signum)
 
     before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         for s, handler in before.items():
             signal.signal(s, handler)
 
 
-def _stop_group(proc, grace: float = 10.0) -> None:
+def stop_group(proc, grace: float = 10.0) -> None:
     """SIGTERM the child's process group, SIGKILL what is left after ``grace`` seconds."""
     import signal
     import subprocess
