@@ -147,3 +147,16 @@ def test_report_shows_the_catalogue_size_per_task(learned):
     exp = client.get_experiment_by_name("e2e")
     [evaluate] = client.search_runs([exp.experiment_id], "tags.`conure.stage` = 'evaluate' and tags.`conure.task` = 'liked'")
     assert evaluate.data.metrics["catalogue/items"] == report["catalogue"][1]
+
+
+def test_predict_needs_exactly_one_of_user_or_items(learned):
+    from typer.testing import CliRunner
+
+    from conure_cli.main import app
+
+    for extra in ([], ["--user", "7", "--items", "1,2"]):
+        res = CliRunner().invoke(app, ["predict", "--lineage", "e2e", "--task", "liked", *extra])
+        assert res.exit_code == 4, res.output
+        assert "pass exactly one of --user (a stored user) or --items (a history, e.g. 12,54,77)." in res.stderr
+    res = CliRunner().invoke(app, ["predict", "--lineage", "e2e", "--task", "liked", "--items", "nope,never"])
+    assert res.exit_code == 4 and "the history has no item task 'liked' knows (2 item id(s)" in res.stderr
