@@ -117,7 +117,7 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
                                               help="Lineage name (default: 'default', or the suite's name)."),
         preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
         suite: str = typer.Option("default", help="Bundled suite: default (the six paper-style tasks) or signal "
-                                                   "(history, era, genre, rater: class tasks that carry signal)."),
+                                                   "(history, era, genre, rater, rating: tasks that carry signal)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
         nproc: int = NPROC) -> None:
     """Learn the six bundled MovieLens-100K tasks (clicks, liked, loved, gender, age, occupation) in order

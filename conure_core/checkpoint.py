@@ -2,7 +2,9 @@
 
 The JSON (config, tasks, head kinds, vocab sizes, vocabularies) lives in the safetensors header
 metadata, so the single file is the whole state and one ``os.replace`` publishes it; a readable copy
-is written next to it as ``<name>.json``.
+is written next to it as ``<name>.json``. This module is the only reader and writer of the tensor
+layout (``backbone.<name>``, ``owner.<name>``, ``head.<i>.<name>``): others ask ``state_tensors``
+or ``read_owner_maps``.
 """
 from __future__ import annotations
 
@@ -35,19 +37,36 @@ def lineage_meta(lineage: Lineage) -> dict:
             "item_vocab": lineage.item_vocab, "tasks": [i.to_dict() for i in lineage.infos]}
 
 
-def state_bytes(lineage: Lineage) -> bytes:
-    """The serialised state (deterministic for identical weights and metadata)."""
+OWNER = "owner."
+
+
+def state_tensors(lineage: Lineage) -> dict[str, torch.Tensor]:
+    """Every tensor a state holds, by its name in the file (CPU, contiguous): backbone, owner maps, heads."""
     tensors: dict[str, torch.Tensor] = {}
     for name, p in lineage.params.items():
         tensors[f"backbone.{name}"] = p.detach().cpu().contiguous()
     for name, owner in lineage.ownership.maps.items():
-        tensors[f"owner.{name}"] = owner.detach().cpu().contiguous()
+        tensors[f"{OWNER}{name}"] = owner.detach().cpu().contiguous()
     for i, info in enumerate(lineage.infos):
         head = lineage.heads[info.name]
         for name, p in [*head.named_parameters(), *head.named_buffers()]:
             tensors[f"head.{i}.{name}"] = p.detach().cpu().contiguous()
+    return tensors
+
+
+def state_bytes(lineage: Lineage) -> bytes:
+    """The serialised state (deterministic for identical weights and metadata)."""
     meta = json.dumps(lineage_meta(lineage), sort_keys=True, separators=(",", ":"))
-    return st_save(tensors, metadata={"conure": meta})
+    return st_save(state_tensors(lineage), metadata={"conure": meta})
+
+
+def read_owner_maps(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The owner maps of a state file, by backbone parameter name, without building a model."""
+    from safetensors import safe_open
+
+    _read_checked(Path(path))
+    with safe_open(str(path), framework="pt") as f:
+        return {k[len(OWNER):]: f.get_tensor(k) for k in f.keys() if k.startswith(OWNER)}
 
 
 def save_state(lineage: Lineage, path: str | os.PathLike) -> Path:
@@ -110,7 +129,7 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
             for name, p in lineage.params.items():
                 p.copy_(tensors[f"backbone.{name}"])
             for name, owner in lineage.ownership.maps.items():
-                owner.copy_(tensors[f"owner.{name}"])
+                owner.copy_(tensors[f"{OWNER}{name}"])
             for i, raw in enumerate(meta["tasks"]):
                 info = TaskInfo(**raw)
                 kind = kind_of(info.kind)

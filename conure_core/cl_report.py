@@ -41,6 +41,11 @@ def check_matrix(matrix: Matrix) -> int:
     return n
 
 
+def pad(rows: list[list[float]], n: int) -> Matrix:
+    """Rows of growing length (row i: the i + 1 tasks learned so far) as an n x n lower-triangular matrix."""
+    return [list(r) + [None] * (n - len(r)) for r in rows]
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from conure_core.cl_report import backward_transfer
+from typing import Callable
+
+from conure_core.cl_report import Matrix, backward_transfer, pad
 from conure_core.config import Preset
 from conure_core.data.types import TaskData
-from conure_core.lineage import Lineage
+from conure_core.lineage import STAGES, Lineage
 from conure_core.kinds import metric_of
 from conure_core.naive import naive_baseline
 from conure_core.training import Progress
@@ -41,6 +43,22 @@ class ContinualReport:
                 "backward_transfer": self.backward_transfer(), "stages": self.stages, "seconds": self.seconds}
 
 
+def accuracy_matrix(tasks: list[TaskData], learn: Callable[[int, TaskData], None],
+                    evaluate: Callable[[TaskData], dict[str, float]],
+                    after: Callable[[int, TaskData, list[float | None]], None] | None = None) -> Matrix:
+    """The accuracy matrix of learning ``tasks`` in order: ``learn(i, task)``, then every learned task's
+    test metric by ``evaluate(task)``; ``after(i, task, row)`` sees each padded row. The one driver
+    of every in-process run (a Lineage here, any strategy in ``strategies.runner``)."""
+    metrics = [metric_of(t.kind) for t in tasks]
+    rows: list[list[float]] = []
+    for i, task in enumerate(tasks):
+        learn(i, task)
+        rows.append([evaluate(t)[m] for t, m in zip(tasks[: i + 1], metrics)])
+        if after:
+            after(i, task, pad(rows[-1:], len(tasks))[0])
+    return pad(rows, len(tasks))
+
+
 def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict] | None = None,
                 leave_last_unpruned: bool = False, progress: Progress | None = None,
                 lineage: Lineage | None = None, device: str | None = None) -> tuple[Lineage, ContinualReport]:
@@ -54,19 +72,23 @@ def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict
     offset = len(lineage.tasks)
     names = [t.name for t in tasks]
     metrics = [metric_of(t.kind) for t in tasks]
-    matrix: list[list[float | None]] = []
     free: list[float] = []
     stages: list[dict] = []
-    for i, task in enumerate(tasks):
+
+    def learn(i: int, task: TaskData) -> None:
         cfg = preset.train_config(offset + i, (overrides or {}).get(task.name), task.kind)
-        prune = not (leave_last_unpruned and i == len(tasks) - 1)
-        for result in lineage.learn(task, cfg, prune=prune, progress=progress):
-            stages.append({k: v for k, v in result.to_dict().items() if k != "history"})
-        row: list[float | None] = [lineage.evaluate(t)[m] for t, m in zip(tasks[: i + 1], metrics)]
-        matrix.append(row + [None] * (len(tasks) - i - 1))
+        settle = not (leave_last_unpruned and i == len(tasks) - 1)
+        for stage in STAGES if settle else STAGES[:1]:
+            result = lineage.step(stage, task, cfg, progress)
+            if stage != "prune":
+                stages.append({k: v for k, v in result.items() if k != "history"})
+
+    def after(i: int, task: TaskData, row: list[float | None]) -> None:
         free.append(lineage.free_capacity()["total"])
         if progress:
-            progress({"event": "task_done", "task": task.name, "row": matrix[-1], "free": free[-1]})
+            progress({"event": "task_done", "task": task.name, "row": row, "free": free[-1]})
+
+    matrix = accuracy_matrix(tasks, learn, lineage.evaluate, after)
     baselines = {}
     for task, metric in zip(tasks, metrics):
         kind, values = naive_baseline(task, t1_targets=lineage.config.t1_targets)

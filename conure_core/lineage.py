@@ -1,9 +1,13 @@
 """Lineage: Conure's learner, one backbone accumulating tasks without forgetting (SPEC section 3).
 
 A Lineage is a ``TaskModel`` under the ``OwnershipPolicy`` plus the order of Conure's stages. The
-newest task moves through one state machine, every step checked by one guard:
+newest task moves through one state machine; one guard (``_transition``, Avalanche PackNet's style)
+checks every step and, when the step succeeds, performs its transition:
 
     train(k) -> TRAINED (Conure-) -> prune(k) -> PRUNED -> retrain(k) -> SETTLED -> train(k + 1) ...
+
+``step(stage, task, cfg)`` is the one stage entry point every driver calls (``learn``, the
+pipeline's single-process stages, its torchrun workers), returning a JSON-safe result.
 
 ``train``: all weights in the forward, gradients to free weights only; ``prune``: the task keeps
 its largest free weights; ``retrain``: forward with owner in 1..k, gradients to the task's own
@@ -11,6 +15,7 @@ weights. Task j then reads ``W * (1 <= owner <= j)`` forever (``conure_core.owne
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 
@@ -18,9 +23,8 @@ import torch
 
 from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
-from conure_core.kinds import KINDS, T1_KIND, kind_of
 from conure_core.catalogue import introduced, new_item_rows
-from conure_core.kinds import kind_of
+from conure_core.kinds import KINDS, T1_KIND, kind_of
 from conure_core.learner import Learner
 from conure_core.model import LineageError, TaskInfo, TaskModel, resolve_device
 from conure_core.ownership import MAX_TASKS, CapacityError, Ownership, OwnershipPolicy
@@ -40,9 +44,16 @@ class Phase(enum.Enum):
     def of(cls, info: TaskInfo) -> "Phase":
         return cls.SETTLED if info.retrained else cls.PRUNED if info.pruned else cls.TRAINED
 
+    def enter(self, info: TaskInfo) -> None:
+        """Record this phase in ``info`` (the flags a saved state carries)."""
+        info.pruned = self in (Phase.PRUNED, Phase.SETTLED)
+        info.retrained = self is Phase.SETTLED
 
-# The one step each phase allows next.
+
+# The one step each phase allows next, and the phase each step leads to.
 NEXT_STEP = {Phase.TRAINED: "prune", Phase.PRUNED: "retrain", Phase.SETTLED: "train"}
+AFTER = {"train": Phase.TRAINED, "prune": Phase.PRUNED, "retrain": Phase.SETTLED}
+STAGES = tuple(AFTER)
 
 
 class Lineage(Learner):
@@ -113,6 +124,17 @@ class Lineage(Learner):
             then += f": prune and retrain {last!r} before learning {task_name!r}, or its weights would be overwritten"
         raise LineageError(f"cannot {step} task {task_name!r}: {then}.")
 
+    @contextlib.contextmanager
+    def _transition(self, step: str, task_name: str):
+        """Guard ``step`` of ``task_name``; when its body succeeds, move the task to the step's phase.
+
+        Yields the task's info (None for train: the body adds the task). A step that raises leaves
+        the phase as it was.
+        """
+        info = self._guard(step, task_name)
+        yield info
+        AFTER[step].enter(info or self.infos[-1])
+
     def check_new_task(self, task: TaskData) -> None:
         """Raise LineageError / CapacityError unless ``task`` may be learned next."""
         self.model.check_task(task, T1_KIND)
@@ -128,9 +150,10 @@ class Lineage(Learner):
         self.check_new_task(task)
         if self.infos:
             self.ownership.check_capacity(task.name, self.config.min_free)
-        info = self.model.add_task(task, cfg)
-        self.introduce_items(task, info)
-        return run_stage(self.model, self.policy, task, info, "train", cfg, progress)
+        with self._transition("train", task.name):
+            info = self.model.add_task(task, cfg)
+            self.introduce_items(task, info)
+            return run_stage(self.model, self.policy, task, info, "train", cfg, progress)
 
     def introduce_items(self, task: TaskData, info: TaskInfo) -> list[str]:
         """An item task's labels unknown to the catalogue become new embedding rows owned by it (``conure_core.catalogue``)."""
@@ -155,9 +178,9 @@ class Lineage(Learner):
 
     def prune(self, task_name: str, ratio: float, progress: Progress | None = None) -> dict[str, int]:
         """Stage 2: the task keeps the largest ``1 - ratio`` share of its free weights, per tensor."""
-        info = self._guard("prune", task_name)
-        kept = self.ownership.prune(self.params, info.index, ratio, zero_freed=self.config.freed_weights == "zero")
-        info.pruned, info.prune_ratio = True, float(ratio)
+        with self._transition("prune", task_name) as info:
+            kept = self.ownership.prune(self.params, info.index, ratio, zero_freed=self.config.freed_weights == "zero")
+            info.prune_ratio = float(ratio)
         if progress:
             progress({"event": "prune", "task": task_name, "ratio": ratio, "kept": sum(kept.values()),
                       "free": self.free_capacity()["total"]})
@@ -191,10 +214,30 @@ class Lineage(Learner):
 
     def retrain(self, task: TaskData, cfg: TrainConfig, progress: Progress | None = None) -> StageResult:
         """Stage 3: forward with owner in 1..k, gradients to the task's own weights (and head, after T1)."""
-        info = self._guard("retrain", task.name)
-        result = run_stage(self.model, self.policy, task, info, "retrain", cfg, progress)
-        info.retrained = True
-        return result
+        with self._transition("retrain", task.name) as info:
+            return run_stage(self.model, self.policy, task, info, "retrain", cfg, progress)
+
+    def prune_choice(self, task: TaskData, cfg: TrainConfig, progress: Progress | None = None
+                     ) -> tuple[float, list[dict]]:
+        """The prune ratio of ``task`` and the validation curve behind it: chosen on validation with
+        ``cfg.prune_auto`` (``choose_prune_ratio``), else ``cfg.prune_ratio`` (no curve)."""
+        return self.choose_prune_ratio(task, cfg, progress) if cfg.prune_auto else (cfg.prune_ratio, [])
+
+    def step(self, stage: str, task: TaskData, cfg: TrainConfig, progress: Progress | None = None) -> dict:
+        """Run one stage (train | prune | retrain) of ``task``: the entry point every driver calls.
+
+        Returns a JSON-safe result: the stage's ``StageResult.to_dict()``, or for prune the weights
+        kept, the ratio, whether it was chosen on validation and the curve it was chosen on.
+        """
+        if stage == "train":
+            return self.train(task, cfg, progress).to_dict()
+        if stage == "prune":
+            ratio, curve = self.prune_choice(task, cfg, progress)
+            kept = self.prune(task.name, ratio, progress)
+            return {"kept": int(sum(kept.values())), "ratio": ratio, "auto": cfg.prune_auto, "curve": curve}
+        if stage == "retrain":
+            return self.retrain(task, cfg, progress).to_dict()
+        raise LineageError(f"stage {stage!r} is not a Conure stage; use one of {list(STAGES)}.")
 
     def learn(self, task: TaskData, cfg: TrainConfig, ratio: float | None = None, prune: bool = True,
               progress: Progress | None = None) -> list[StageResult]:
@@ -211,6 +254,6 @@ class Lineage(Learner):
                progress: Progress | None = None) -> StageResult:
         """prune -> retrain of the newest (Conure-) task; the ratio as in ``learn``."""
         if ratio is None:
-            ratio = self.choose_prune_ratio(task, cfg, progress)[0] if cfg.prune_auto else cfg.prune_ratio
+            ratio = self.prune_choice(task, cfg, progress)[0]
         self.prune(task.name, ratio, progress)
         return self.retrain(task, cfg, progress)

@@ -234,14 +234,13 @@ def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, 
     """The stages of one task at position ``pos`` on top of state ``parent``."""
     track = fr.track(pos + 1, head.strategy)
     stage_digests = {}
-    ratio = adapters.train_config(head.config, pos, ref).prune_ratio
     for stage in steps.STAGES:
         out = fr.stats.call(steps.STAGE_TASKS[stage], lineage=head.lineage, index=pos, ref=ref, parent=parent,
                             preset=head.config, track=track)
         parent = stage_digests[stage] = out["state"]
         free = out["free_capacity"]
         if stage == "prune":
-            ratio = out["result"].get("ratio", ratio)  # the ratio chosen on validation under prune_ratio: auto
+            ratio = out["result"]["ratio"]  # as set, or chosen on validation under prune_ratio: auto
     refs = [ref_of(t) for t in prior] + [ref]
     ev = fr.stats.call(steps.evaluate, lineage=head.lineage, state=parent, refs=refs, track=track)
     metrics = [ev["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs

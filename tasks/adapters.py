@@ -101,6 +101,38 @@ def load_lineage(state_dir: Path, device=None):
     return load_state(state_dir / STATE_FILE, device=device)
 
 
+def stage_inputs(store, stage: str, index: int, ref: dict, parent: str | None, preset: dict, device=None):
+    """(lineage, TaskData, TrainConfig) a stage starts from: the parent state, or T1's fresh lineage for
+    the first task's train stage; the one place every stage driver (one process, torchrun ranks) reads."""
+    data = load_task_data(store.layout.root, ref)
+    cfg = train_config(preset, index, ref)
+    if parent:
+        return load_lineage(store.state_path(parent), device=device), data, cfg
+    if stage == "train" and index == 0:
+        return new_lineage(preset["model"], data, device=device), data, cfg
+    raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
+
+
+def run_stage(lineage, stage: str, data, cfg, progress=None) -> dict:
+    """One Conure stage through the learner's single entry point (``Lineage.step``): a JSON-safe result."""
+    return lineage.step(stage, data, cfg, progress)
+
+
+def state_fingerprint(lineage) -> str:
+    """Digest of every tensor a state holds (the checkpoint's own layout): ranks compare it."""
+    from conure_core.checkpoint import state_tensors
+    from conure_core.distributed import tensors_digest
+
+    return tensors_digest(state_tensors(lineage))
+
+
+def owner_maps(state_dir: Path) -> dict:
+    """The owner maps of a stored state, straight from its file (no model build)."""
+    from conure_core.checkpoint import read_owner_maps
+
+    return read_owner_maps(state_dir / STATE_FILE)
+
+
 def save_lineage(lineage, tmp_dir: Path) -> str:
     """Write the state into ``tmp_dir`` and return its digest (sha256 of the safetensors file)."""
     from conure_core.checkpoint import save_state, state_digest
@@ -144,6 +176,13 @@ def run_baseline(name: str, preset: dict, data: list, overrides: dict[str, dict]
                               item_vocab=list(data[0].vocab), progress=progress)
     reports = run_strategy(strategy, data, progress=progress)
     return reports[name].to_dict()
+
+
+def pad_matrix(rows: list[list[float | None]], n: int) -> list[list[float | None]]:
+    """Rows of growing length as an n x n lower-triangular matrix (the learner's one padding)."""
+    from conure_core.cl_report import pad
+
+    return pad(rows, n)
 
 
 def matrix_summary(matrix: list[list[float | None]], metrics: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ def report_of(head: Head) -> dict:
             "tasks": [t.name for t in head.tasks], "metric": {t.name: t.metric for t in head.tasks},
             "kind": {t.name: t.kind for t in head.tasks},
             "lower_is_better": [t.name for t in head.tasks if not adapters.kind_of(t.kind).higher_is_better],
-            "matrix": [list(r) + [None] * (n - len(r)) for r in head.matrix],
+            "matrix": adapters.pad_matrix(head.matrix, n),
             "free_capacity": [t.free_capacity.get("total") for t in head.tasks],
             "catalogue": [t.catalogue for t in head.tasks],
             "state_digest": head.state_digest, "parent": head.parent, "capacity": capacity_of(head),

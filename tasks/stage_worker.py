@@ -23,33 +23,20 @@ from tasks.store import LineageStore
 EVENT = "CONURE_EVENT "
 
 
-def state_fingerprint(model) -> str:
-    """Digest of everything a stage may change: backbone, heads, owner maps."""
-    heads = {f"{n}.{k}": v for n, h in model.heads.items() for k, v in h.state_dict().items()}
-    return distributed.tensors_digest({**{f"backbone.{k}": v for k, v in model.params.items()},
-                                       **{f"owner.{k}": v for k, v in model.ownership.maps.items()}, **heads})
-
-
 def run(spec: dict) -> None:
     distributed.init_from_env()
-    lay = Layout()
-    store = LineageStore(lay)
+    store = LineageStore(Layout())
     ref, preset, stage = spec["ref"], spec["preset"], spec["stage"]
-    data = adapters.load_task_data(lay.root, ref)
-    cfg = adapters.train_config(preset, spec["index"], ref)
     device = distributed.rank_device(str(preset["model"].get("device", "auto")))
-    if spec["parent"]:
-        model = adapters.load_lineage(store.state_path(spec["parent"]), device=device)
-    else:
-        model = adapters.new_lineage(preset["model"], data, device=device)
+    model, data, cfg = adapters.stage_inputs(store, stage, spec["index"], ref, spec["parent"], preset, device)
     main = distributed.rank() == 0
 
     def progress(event: dict) -> None:
         if main:
             print(EVENT + json.dumps(event, default=float), flush=True)
 
-    result = (model.train if stage == "train" else model.retrain)(data, cfg, progress=progress).to_dict()
-    distributed.check_identical(state_fingerprint(model), "lineage state")
+    result = adapters.run_stage(model, stage, data, cfg, progress)
+    distributed.check_identical(adapters.state_fingerprint(model), "lineage state")
     if main:
         digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
         result.pop("history", None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import get_run_logger, task
@@ -129,17 +128,12 @@ def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: flo
 # --- learning stages ---------------------------------------------------------------------------
 def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | None, preset: dict,
                track: dict) -> dict:
-    lay = Layout()
-    store = LineageStore(lay)
+    store = LineageStore(Layout())
     nproc = stage_ranks(stage)
-    data = adapters.load_task_data(lay.root, ref) if nproc == 1 else None  # the ranks load their own
-    cfg = adapters.train_config(preset, index, ref)
-    if parent:
-        model = adapters.load_lineage(store.state_path(parent)) if nproc == 1 else None
-    elif stage == "train" and index == 0:
-        model = adapters.new_lineage(preset["model"], data) if nproc == 1 else None
-    else:
-        raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
+    if nproc == 1:
+        model, data, cfg = adapters.stage_inputs(store, stage, index, ref, parent, preset)
+    else:  # the ranks load their own
+        model, data, cfg = None, None, adapters.train_config(preset, index, ref)
     tracker = _tracker(lineage, track)
     log = get_run_logger()
     device = str(model.device) if model is not None else f"torchrun x{nproc}"
@@ -166,18 +160,13 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
     try:
         if nproc > 1:  # torchrun job: its rank 0 stored the state; MLflow logging stays here
             result, digest, free = run_on_ranks(stage, index, ref, parent, preset, nproc, on_event)
-        elif stage == "train":
-            result = model.train(data, cfg, progress=on_event).to_dict()
-        elif stage == "prune":
-            ratio, curve = model.choose_prune_ratio(data, cfg, on_event) if cfg.prune_auto else (cfg.prune_ratio, [])
-            kept = model.prune(ref["name"], ratio, progress=on_event)
-            result = {"kept": int(sum(kept.values())), "ratio": ratio, "auto": cfg.prune_auto, "curve": curve}
-            tracker.log_metrics(run, {"prune_ratio": ratio}, step=track["step"])
-            for point in curve:  # the validation curve the ratio was chosen on, one MLflow step per ratio
+        else:
+            result = adapters.run_stage(model, stage, data, cfg, on_event)
+        if stage == "prune":
+            tracker.log_metrics(run, {"prune_ratio": result["ratio"]}, step=track["step"])
+            for point in result["curve"]:  # the validation curve the ratio was chosen on, one MLflow step per ratio
                 tracker.log_metrics(run, {"prune_curve/valid": point["valid"], "prune_curve/free": point["free"]},
                                     step=int(round(point["ratio"] * 100)))
-        else:
-            result = model.retrain(data, cfg, progress=on_event).to_dict()
         if result.get("wide"):  # T1's wide part: the fusion scale chosen on validation, and what it gave
             tracker.log_metrics(run, {f"wide/{k}": float(v) for k, v in result["wide"].items()}, step=track["step"])
         compute = time.perf_counter() - started
@@ -289,14 +278,6 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
     return {"metrics": metrics, "main": main, "free_capacity": free, "catalogue": catalogue, "compute_s": compute}
 
 
-def _owner_maps(state_dir: Path) -> dict[str, Any]:
-    """Owner maps straight from the safetensors file (no model build)."""
-    from safetensors import safe_open
-
-    with safe_open(str(state_dir / adapters.STATE_FILE), framework="pt") as f:
-        return {k[len("owner."):]: f.get_tensor(k) for k in f.keys() if k.startswith("owner.")}
-
-
 @task(name="register", task_run_name=run_name("register"), **cached(_register_key))
 def register(lineage: str, state: str, refs: list[dict], metrics: list[str], matrix: list[list[float | None]],
              free_capacity: dict[str, float], track: dict, capacity: dict | None = None,
@@ -319,7 +300,7 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
         tracker.log_bytes(run, json.dumps(capacity, indent=1).encode(), "capacity/forecast.json")
     for target in (run, track["flow_run"]):
         tracker.log_metrics(target, step_metrics, step=n)
-    tracker.log_owner_maps(run, _owner_maps(state_dir), n)
+    tracker.log_owner_maps(run, adapters.owner_maps(state_dir), n)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")

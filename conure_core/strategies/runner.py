@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import time
 
-from conure_core.cl_report import CLReport, build_report
+from conure_core.cl_report import CLReport, build_report, pad
+from conure_core.continual import accuracy_matrix
 from conure_core.data.types import TaskData
 from conure_core.kinds import metric_of
-
-
-def lower(rows: list[list[float]], n: int) -> list[list[float | None]]:
-    """Pad ragged rows (row i has i + 1 entries) to an n x n lower-triangular matrix."""
-    return [list(r) + [None] * (n - len(r)) for r in rows]
 
 
 def run_strategy(strategy, tasks: list[TaskData], *, reference: list[float] | None = None,
@@ -23,23 +19,27 @@ def run_strategy(strategy, tasks: list[TaskData], *, reference: list[float] | No
     started = time.perf_counter()
     names = [t.name for t in tasks]
     metrics = [metric_of(t.kind) for t in tasks]
-    rows: list[list[float]] = []
-    for i, task in enumerate(tasks):
-        t0 = time.perf_counter()
+    t0 = [started]
+
+    def learn(_i: int, task: TaskData) -> None:
+        t0[0] = time.perf_counter()
         strategy.learn(task)
-        rows.append([strategy.evaluate(t)[m] for t, m in zip(tasks[: i + 1], metrics)])
+
+    def after(i: int, task: TaskData, row: list[float | None]) -> None:
         if progress:
-            progress({"event": "task_done", "strategy": strategy.name, "task": task.name, "row": rows[-1],
-                      "seconds": time.perf_counter() - t0})
+            progress({"event": "task_done", "strategy": strategy.name, "task": task.name, "row": row[: i + 1],
+                      "seconds": time.perf_counter() - t0[0]})
+
+    matrix = accuracy_matrix(tasks, learn, strategy.evaluate, after)
     extra = {"seconds": time.perf_counter() - started}
-    reports = {strategy.name: build_report(strategy.name, names, metrics, lower(rows, len(tasks)),
+    reports = {strategy.name: build_report(strategy.name, names, metrics, matrix,
                                            backbones=strategy.num_backbones,
                                            storage_bytes=strategy.storage_bytes(),
                                            reference=reference, extra=extra)}
     if hasattr(strategy, "finish"):
         strategy.finish()
         extra = {"seconds": time.perf_counter() - started}
-        reports["conure"] = build_report("conure", names, metrics, lower(strategy.settled_rows, len(tasks)),
+        reports["conure"] = build_report("conure", names, metrics, pad(strategy.settled_rows, len(tasks)),
                                          backbones=strategy.num_backbones, storage_bytes=strategy.storage_bytes(),
                                          reference=reference, extra=extra)
     return reports

@@ -38,6 +38,30 @@ def test_stage_machine_names_the_allowed_next_step(tasks):
     assert lineage.tasks == ["clicks", "liked"] and isinstance(LineageError("x"), ConureError)
 
 
+def test_the_guard_performs_each_transition_and_step_is_the_one_entry(tasks, tmp_path):
+    from conure_core.checkpoint import read_owner_maps, save_state
+
+    t1 = tasks[0]
+    lineage = Lineage.new(ModelConfig(**MODEL), t1.num_items)
+    trained = lineage.step("train", t1, cfg_for(0))
+    assert trained["task"] == "clicks" and lineage.phase() is Phase.TRAINED
+    with pytest.raises(ValueError, match=r"prune ratio 1\.5 must be in \[0, 1\)"):
+        lineage.prune("clicks", 1.5)
+    info = lineage.info("clicks")
+    assert lineage.phase() is Phase.TRAINED and (info.pruned, info.prune_ratio) == (False, None)  # a failed step moves nothing
+    pruned = lineage.step("prune", t1, cfg_for(0))
+    kept = sum(int((m == 1).sum()) for m in lineage.owner_maps().values())
+    assert pruned["ratio"] == 0.5 and pruned["curve"] == [] and not pruned["auto"] and pruned["kept"] == kept > 0
+    assert lineage.phase() is Phase.PRUNED and (info.pruned, info.retrained, info.prune_ratio) == (True, False, 0.5)
+    lineage.step("retrain", t1, cfg_for(0))
+    assert lineage.phase() is Phase.SETTLED and info.retrained
+    with pytest.raises(LineageError, match=r"^stage 'settle' is not a Conure stage; use one of \['train', 'prune', 'retrain'\]\.$"):
+        lineage.step("settle", t1, cfg_for(0))
+    path = save_state(lineage, tmp_path / "s.safetensors")  # the file's layout is read by checkpoint.py only
+    on_disk, live = read_owner_maps(path), lineage.owner_maps()
+    assert sorted(on_disk) == sorted(live) and all(torch.equal(on_disk[k], live[k]) for k in live)
+
+
 def test_a_misspelt_replacement_weight_is_an_error_not_an_unmasked_forward(tasks):
     model = TaskModel(ModelConfig(**MODEL), tasks[0].num_items)
     tokens = tasks[0].sequences[:2]
