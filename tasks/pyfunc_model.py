@@ -33,12 +33,14 @@ class ConureModel(PythonModel):
     # a DataFrame hint: MLflow checks the input against the logged signature, not the hint
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "task" not in frame.columns or not {"user", "items"} & set(frame.columns):
-            return [{"error": "input needs a column 'task' and a column 'user' or 'items' (a list of item ids); "
-                              "send rows with 'task' and 'user' or 'items'."}]
         k = int((params or {}).get("k", 10))
-        if k < 1:
-            return [{"error": f"param k={k} must be at least 1."}]
+        columns = "task" in frame.columns and {"user", "items"} & set(frame.columns)
+        problem = ("input needs a column 'task' and a column 'user' or 'items' (a list of item ids); send rows "
+                   "with 'task' and 'user' or 'items'." if not columns else
+                   f"param k={k} must be at least 1." if k < 1 else None)
+        if problem:  # one answer per input row, lined up with the request
+            return [{**{c: str(row[c]) for c in ("user", "task") if c in frame.columns}, "error": problem}
+                    for _, row in frame.iterrows()]
         return self.predictor.answer_rows(column(frame, "user"), frame["task"].astype(str).tolist(), k,
                                           items=column(frame, "items"),
                                           exclude_seen=bool((params or {}).get("exclude_seen", True)))
