@@ -10,6 +10,8 @@ lineage exists and is registered by this code. Figures:
   requests cycling over users and every learned task; ``pyfunc_items_p50_ms``: the same rows as
   histories (``items``: the user's stored history);
 - ``pyfunc_batch_rows_per_s``: one DataFrame of ``--batch`` rows spread over every task (median of 5);
+- ``python_model_single_p50_ms``: the same rows through our ``ConureModel.predict`` called directly (the
+  pyfunc model without MLflow's input validation around it);
 - ``bare_single_p50_ms`` / ``bare_batch_rows_per_s``: the model's own top-k forward
   (``Lineage.predict``: backbone under the task's weights + head + top-k) on the same rows, no serving
   code; ``overhead_single`` / ``overhead_batch``: pyfunc time / bare time (1.0 = no overhead);
@@ -172,8 +174,10 @@ def main() -> None:
 
     frames = [pd.DataFrame([r]) for r in single]
     histories = [pd.DataFrame([{"items": predictor.history_of(r["user"]), "task": r["task"]}]) for r in single]
+    python_model = model.unwrap_python_model()  # our ConureModel without MLflow's input checks around it
     times = interleaved_latencies({"pyfunc": lambda i: model.predict(frames[i], params=k),
                                    "items": lambda i: model.predict(histories[i], params=k),
+                                   "python_model": lambda i: python_model.predict(None, frames[i], k),
                                    "bare": lambda i: bare([single[i]])}, list(range(len(single))))
     batch_frame = pd.DataFrame(batch)
     batch_s = timed_interleaved({"pyfunc": lambda: model.predict(batch_frame, params=k),
@@ -182,6 +186,7 @@ def main() -> None:
         "pyfunc_single_p50_ms": 1e3 * percentile(times["pyfunc"], 0.5),
         "pyfunc_single_p99_ms": 1e3 * percentile(times["pyfunc"], 0.99),
         "pyfunc_items_p50_ms": 1e3 * percentile(times["items"], 0.5),
+        "python_model_single_p50_ms": 1e3 * percentile(times["python_model"], 0.5),
         "bare_single_p50_ms": 1e3 * percentile(times["bare"], 0.5),
         "pyfunc_batch_rows_per_s": len(batch) / batch_s["pyfunc"],
         "bare_batch_rows_per_s": len(batch) / batch_s["bare"],
