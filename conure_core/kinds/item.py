@@ -9,6 +9,8 @@ from conure_core.samplers import PopularitySampler
 
 
 class ItemKind(UserKind):
+    """The items a user will like, ranked over the task's own item vocabulary."""
+
     name = "item"
     display = "item"
     metric = "mrr@5"

@@ -16,9 +16,9 @@ class SequenceKind(TaskKind):
     metric = "mrr@5"
     metrics = ("mrr@5", "hr@5", "ndcg@5")
     t1 = True
-    ranks_items = True
     labels = "none"
     columns = "user_id, item_id, timestamp (one row per interaction) or user_id, items (a list, oldest first)"
+    ranks_items = True
 
     def representation(self, config, num_items):
         return "last"  # T1 reads the hidden state of every position (the next item of each prefix)
