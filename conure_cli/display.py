@@ -80,15 +80,42 @@ def matrix_table(report: dict) -> Table:
     for t in tasks:
         table.add_column(f"{t}\n{report['metric'][t]}{' (lower is better)' if t in lower else ''}", justify="right")
     table.add_column("free capacity", justify="right")
+    catalogue = report.get("catalogue") or []
+    if any(catalogue):
+        table.add_column("catalogue", justify="right")  # items each task reads (T1's + those tasks introduced)
     for i, (t, row) in enumerate(zip(tasks, report["matrix"])):
         free = report["free_capacity"][i] if i < len(report["free_capacity"]) else None
-        table.add_row(t, *[fmt(v) for v in row], "" if free is None else f"{free:.1%}")
+        cells = [t, *[fmt(v) for v in row], "" if free is None else f"{free:.1%}"]
+        if any(catalogue):
+            cells.append("" if i >= len(catalogue) or catalogue[i] is None else f"{catalogue[i]:,}")
+        table.add_row(*cells)
+    return table
+
+
+def capacity_table(report: dict) -> Table:
+    """Per prunable tensor and in total: free now, what each task took, the average task, how many more fit."""
+    cap = report["capacity"]
+    tasks = report["tasks"]
+    table = Table(title=f"capacity (share of each prunable tensor; more tasks of the average size that fit "
+                        f"before min_free {cap['min_free']:.0%}: {'-' if cap['fits'] is None else cap['fits']})",
+                  title_justify="left")
+    table.add_column("tensor", style="bold")
+    table.add_column("free", justify="right")
+    for t in tasks:
+        table.add_column(f"{t}\ntook", justify="right")
+    table.add_column("average", justify="right")
+    table.add_column("fits", justify="right")
+    for name, v in sorted(cap["layers"].items(), key=lambda kv: kv[0] == "total"):
+        table.add_row(name, f"{v['free']:.1%}", *[f"{v['taken'].get(t, 0):.1%}" for t in tasks], f"{v['average']:.1%}",
+                      "-" if v["fits"] is None else str(v["fits"]))
     return table
 
 
 def print_report(report: dict, file=None) -> None:
     target = Console(file=file, width=140) if file else out
     target.print(matrix_table(report))
+    if (report.get("capacity") or {}).get("layers"):
+        target.print(capacity_table(report))
     if report.get("state_digest"):
         target.print(f"state digest: {report['state_digest']}", highlight=False)
 

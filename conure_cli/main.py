@@ -218,6 +218,26 @@ def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source li
 
 
 @app.command()
+def refresh(update_dir: Path = typer.Argument(..., help="T1 update folder: task.yaml (kind sequence) + the users' "
+                                                        "current histories (new or longer rows)."),
+            lineage: str = LINEAGE,
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Refresh the users' stored histories that `predict --user` and the registered model read, from a T1
+    update folder, without retraining: a new registered version of the same weights (tracked in MLflow)."""
+    _flows()
+    from flows.refresh import refresh_histories
+
+    out = refresh_histories(update_dir=str(update_dir), lineage=lineage)
+    if as_json:
+        print(json.dumps(out))
+        return
+    h = out["histories"]
+    print(f"lineage '{lineage}': histories {h['digest']} ({h['users']:,} users: {h['updated']:,} updated, "
+          f"{h['added']:,} added; {h['unknown_items']:,} unknown item ids dropped, {h['skipped_users']:,} users "
+          f"with no known item skipped); registered {out['model']} version {out['version']} (same weights)")
+
+
+@app.command()
 def report(lineage: str = LINEAGE,
            as_json: bool = typer.Option(False, "--json", help="One JSON object: lineage, strategy, tasks, metric, "
                                                               "matrix, free_capacity, state_digest, backfills.")) -> None:
@@ -240,24 +260,33 @@ def report(lineage: str = LINEAGE,
 @app.command()
 def predict(lineage: str = LINEAGE,
             task: str = typer.Option(..., "--task", "-t", help="A learned task of the lineage."),
-            user: str = typer.Option(..., "--user", "-u", help="User id as in the T1 table."),
+            user: Optional[str] = typer.Option(None, "--user", "-u", help="User id as in the stored histories (T1, "
+                                                                          "or the latest `conure refresh`)."),
+            items: Optional[str] = typer.Option(None, "--items", help="A history instead of a user: item ids, oldest "
+                                                                      "first, comma-separated (e.g. 12,54,77)."),
             k: int = typer.Option(10, "-k", help="How many items (item tasks)."),
+            exclude_seen: bool = typer.Option(True, "--exclude-seen/--keep-seen",
+                                              help="Item answers leave out items of the history."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Top-k items (item tasks, T1), the class with its probabilities (class tasks) or a number
-    (regression tasks) for one user."""
+    (regression tasks) for one user or one history (``--items``)."""
     import tasks  # noqa: F401
     from tasks.serving import predict_user
 
-    answer = predict_user(lineage, task, user, k)
+    history = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
+    answer = predict_user(lineage, task, user, k, history, exclude_seen)
     if as_json:
         print(json.dumps(answer))
-    elif "value" in answer:
-        print(f"user {user} · {task}: {answer['value']:.4f}")
+        return
+    who = f"user {user}" if user is not None else f"history of {len(history)} item(s)" + (
+        f" ({answer['unknown_items']} unknown, dropped)" if answer.get("unknown_items") else "")
+    if "value" in answer:
+        print(f"{who} · {task}: {answer['value']:.4f}")
     elif "label" in answer:
         probs = ", ".join(f"{l}: {p:.3f}" for l, p in sorted(answer["probabilities"].items(), key=lambda x: -x[1])[:5])
-        print(f"user {user} · {task}: {answer['label']}  ({probs})")
+        print(f"{who} · {task}: {answer['label']}  ({probs})")
     else:
-        print(f"user {user} · {task}: top-{len(answer['items'])} " +
+        print(f"{who} · {task}: top-{len(answer['items'])} " +
               ", ".join(f"{i} ({s:.3f})" for i, s in zip(answer["items"], answer["scores"])))
 
 
@@ -302,19 +331,19 @@ def _run_server(cmd: list[str]) -> int:
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def on_signal(signum, _frame):
-        _stop_group(proc)
+        stop_group(proc)
         raise SystemExit(128 + signum)
 
     before = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         for s, handler in before.items():
             signal.signal(s, handler)
 
 
-def _stop_group(proc, grace: float = 10.0) -> None:
+def stop_group(proc, grace: float = 10.0) -> None:
     """SIGTERM the child's process group, SIGKILL what is left after ``grace`` seconds."""
     import signal
     import subprocess

@@ -123,6 +123,9 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
     lineage = Lineage(config, meta["num_items"], meta.get("item_vocab") or [], device=device)
     try:
         with torch.no_grad():
+            added = sum(len(raw.get("new_items") or []) for raw in meta["tasks"])
+            if added:  # a grown catalogue: the rows' values (and owners) are copied below
+                lineage.grow(torch.zeros(added, config.width), owner=0)
             for name, p in lineage.params.items():
                 p.copy_(tensors[f"backbone.{name}"])
             for name, owner in lineage.ownership.maps.items():

@@ -24,6 +24,7 @@ import torch
 
 from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
+from conure_core.catalogue import introduced, new_item_rows
 from conure_core.kinds import KINDS, T1_KIND, kind_of
 from conure_core.learner import Learner
 from conure_core.model import LineageError, TaskInfo, TaskModel, resolve_device
@@ -152,7 +153,29 @@ class Lineage(Learner):
             self.ownership.check_capacity(task.name, self.config.min_free)
         with self._transition("train", task.name):
             info = self.model.add_task(task, cfg)
+            self.introduce_items(task, info)
             return run_stage(self.model, self.policy, task, info, "train", cfg, progress)
+
+    def introduce_items(self, task: TaskData, info: TaskInfo) -> list[str]:
+        """An item task's labels unknown to the catalogue become new embedding rows owned by it (``conure_core.catalogue``)."""
+        if info.index == 1 or not kind_of(task.kind).ranks_items:
+            return []
+        new = introduced(info.vocab, {v for v in self.model.catalogue_ids() if v is not None})
+        if new:
+            slots = torch.full((len(info.vocab),), -1, dtype=torch.long)
+            at = {str(v): p for p, v in enumerate(info.vocab)}
+            slots[[at[v] for v in new]] = torch.arange(len(new))
+            train = task.rows("train")
+            rows = new_item_rows(self.params["embedding.weight"], self.num_items, task.sequences[train],
+                                 task.labels[train], slots, len(new))
+            self.grow(rows, info.index)
+            info.new_items = new
+        return new
+
+    def grow(self, rows: torch.Tensor, owner: int) -> None:
+        """Append item embedding rows owned by task ``owner`` (an owner map of the embedding grows with it)."""
+        self.model.grow_embedding(rows)
+        self.ownership.grow(self.params, owner)
 
     def prune(self, task_name: str, ratio: float, progress: Progress | None = None) -> dict[str, int]:
         """Stage 2: the task keeps the largest ``1 - ratio`` share of its free weights, per tensor."""

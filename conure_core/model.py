@@ -46,6 +46,8 @@ class TaskInfo:
     # T1 with a table: its fit (shrink, decay, the table's own valid MRR@5) and, after each T1 stage, the
     # fusion scale kept with the fused and the TCN-alone validation metric (TaskModel.fit_wide_scale).
     wide: dict | None = None
+    # catalogue items this task introduced (conure_core.catalogue): tokens after T1's and earlier tasks' new ones
+    new_items: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +138,28 @@ class TaskModel:
         if k == 1 and not self.item_vocab:
             self.item_vocab = list(task.vocab)
         return info
+
+    # ---- catalogue (conure_core.catalogue) -------------------------------------------------------
+    def catalogue_size(self, index: int | None = None) -> int:
+        """Items the task at learning position ``index`` reads (default: every learned task's): T1's plus
+        those tasks 1..index introduced."""
+        infos = self.infos if index is None else self.infos[:index]
+        return self.num_items + sum(len(i.new_items) for i in infos)
+
+    def catalogue_ids(self) -> list[str | None]:
+        """Item id of every token 1.. (entry t - 1; None at the separator's place)."""
+        return [*self.item_vocab, None, *(v for i in self.infos for v in i.new_items)]
+
+    @torch.no_grad()
+    def grow_embedding(self, rows: torch.Tensor) -> None:
+        """Append ``rows`` [n, C] to the backbone's item embedding (the next n tokens); earlier rows are unchanged."""
+        old = self.backbone.embedding
+        grown = torch.nn.Embedding(old.num_embeddings + rows.shape[0], old.embedding_dim, padding_idx=0,
+                                   device=old.weight.device, dtype=old.weight.dtype)
+        grown.weight.copy_(torch.cat([old.weight, rows.to(old.weight)]))
+        grown.weight.requires_grad_(old.weight.requires_grad)
+        self.backbone.embedding = grown
+        self.params = dict(self.backbone.named_parameters())
 
     def _fit_wide(self, head: LinearHead, task: TaskData) -> dict:
         """Fill T1's transition table from its train split (shrink, decay and k chosen on validation)."""

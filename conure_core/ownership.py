@@ -99,6 +99,14 @@ class Ownership:
     def invalidate(self) -> None:
         self._effective.clear()
 
+    def grow(self, params: dict[str, torch.Tensor], owner: int) -> None:
+        """Maps of tensors that gained rows (a growing item catalogue) get those rows, owned by ``owner``."""
+        for name, m in self.maps.items():
+            extra = params[name].shape[0] - m.shape[0]
+            if extra > 0:
+                self.maps[name] = torch.cat([m, torch.full((extra, *m.shape[1:]), owner, dtype=m.dtype, device=m.device)])
+        self.invalidate()
+
     # ---- pruning -----------------------------------------------------------------------------
     @torch.no_grad()
     def prune(self, params: dict[str, torch.Tensor], task: int, ratio: float, zero_freed: bool = False) -> dict[str, int]:

@@ -43,9 +43,10 @@ ENTRY_BUDGET = 1 << 22
 
 
 def bag_of_items(tokens: torch.Tensor, num_items: int) -> torch.Tensor:
-    """0/1 bag [B, V] of each row's item tokens (1..V -> columns 0..V-1; pad and separator dropped)."""
+    """0/1 bag [B, V] of each row's item tokens (1..V -> columns 0..V-1; pad and separator dropped, and
+    items a later task introduced, tokens past the separator: the bag is of T1's items)."""
     bag = torch.zeros(tokens.shape[0], num_items + 2, device=tokens.device)
-    bag.scatter_(1, tokens.long(), 1.0)
+    bag.scatter_(1, tokens.long().clamp(max=num_items + 1), 1.0)
     return bag[:, 1:num_items + 1]
 
 

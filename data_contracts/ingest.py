@@ -196,13 +196,7 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
     task_dir = Path(task_dir)
     manifest = load_manifest(task_dir)
     c = _check(task_dir, t1, known_user_floor, out_root / manifest.name)
-    if c.failures:
-        report = write_report(c, out_root / manifest.name / REPORTS)
-        first = suites.describe(c.failures[0], str(c.file)).rstrip(".")
-        more = f"; {len(c.failures) - 1} more failed" if len(c.failures) > 1 else ""
-        f0 = c.failures[0]
-        raise ContractError(f"{first} (GX report: {report}{more}).", file=str(c.file), column=f0["column"],
-                            expectation=f0["expectation"], examples=f0["examples"], report_dir=report)
+    raise_failures(c, out_root / manifest.name / REPORTS)
     m = c.manifest
     extra = {"manifest": m.model_dump(mode="json")}  # not the file name: same rows in CSV or Parquet, same digest
     t = time.perf_counter()
@@ -220,6 +214,41 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
     if timings is not None:
         timings.update(c.timings, prepare_s=prepare_s, write_s=time.perf_counter() - t - prepare_s)
     return PreparedRef.from_dir(path)
+
+
+def raise_failures(c: _Checked, reports_root: Path) -> None:
+    """A failed validation: write its GX report and raise ContractError naming the first failure."""
+    if not c.failures:
+        return
+    report = write_report(c, reports_root)
+    first = suites.describe(c.failures[0], str(c.file)).rstrip(".")
+    more = f"; {len(c.failures) - 1} more failed" if len(c.failures) > 1 else ""
+    f0 = c.failures[0]
+    raise ContractError(f"{first} (GX report: {report}{more}).", file=str(c.file), column=f0["column"],
+                        expectation=f0["expectation"], examples=f0["examples"], report_dir=report)
+
+
+def ingest_update(task_dir: Path, out_root: Path, base_dir: Path) -> tuple[PreparedRef, dict]:
+    """Validate a T1 update folder (kind sequence: users' current histories, new or longer rows) and write
+    the stored histories of ``base_dir`` (a prepared T1 table, or an earlier refresh of it) refreshed by it,
+    in the same item vocabulary, to ``out_root/<T1 name>/<digest>/``. Returns its reference and counts
+    (updated, added, unknown_items, skipped_users, users)."""
+    from conure_core.data.histories import refresh_table
+
+    task_dir, out_root = Path(task_dir), Path(out_root)
+    manifest = load_manifest(task_dir)
+    if manifest.kind != "sequence":
+        raise ContractError(f"{task_dir / 'task.yaml'}: kind is {manifest.kind}, but a history update is a T1 "
+                            f"folder (kind sequence: user_id, item_id, timestamp or user_id, items); fix its kind.",
+                            file=str(task_dir))
+    c = _check(task_dir, None, 0.0, None)
+    raise_failures(c, out_root / manifest.name / REPORTS)
+    try:
+        pt, counts = refresh_table(base_dir, c.users, c.values)
+        path = prep.write_prepared(pt, out_root)
+    except DataError as exc:
+        raise ContractError.from_data_error(exc, file=str(c.file)) from None
+    return PreparedRef.from_dir(path), counts
 
 
 def write_report(c: _Checked, reports_root: Path) -> Path:

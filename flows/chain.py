@@ -243,8 +243,11 @@ def register(fr: FlowRun, head: Head, slot: Slot, state: str, scores: dict) -> l
     metrics = [scores["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
     row = [scores["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
     matrix = [list(r) for r in head.matrix[:slot.pos]] + [row]
+    capacity = adapters.capacity_forecast([r["name"] for r in refs], [t.free_capacity for t in slot.prior] +
+                                          [scores["free_capacity"]], min_free_of(head))
     fr.stats.call(steps.register, lineage=head.lineage, state=state, refs=refs, metrics=metrics, matrix=matrix,
-                  free_capacity=scores["free_capacity"], track=fr.track(slot.pos + 1, head.strategy))
+                  free_capacity=scores["free_capacity"], track=fr.track(slot.pos + 1, head.strategy),
+                  capacity=capacity, histories=head.histories)
     return row
 
 
@@ -261,7 +264,7 @@ def commit(fr: FlowRun, head: Head, slot: Slot, stages: dict[str, dict], scores:
                        stages={name: out["state"] for name, out in stages.items()}, state_digest=state,
                        free_capacity=scores["free_capacity"] or stages["retrain"]["free_capacity"],
                        rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
-                       manifest=ref.get("manifest") or {})
+                       catalogue=scores.get("catalogue"), manifest=ref.get("manifest") or {})
     if slot.pos < len(head.tasks):
         if head.tasks[slot.pos].state_digest == state:
             return head
@@ -274,6 +277,25 @@ def commit(fr: FlowRun, head: Head, slot: Slot, stages: dict[str, dict], scores:
     head.matrix.append(row)
     fr.store.write_head(head)
     return head
+
+
+def min_free_of(head: Head) -> float:
+    return float((head.config.get("model") or {}).get("min_free") or 0.0)
+
+
+def warn_capacity(head: Head, slot: Slot) -> None:
+    """Before a new task after T1: warn when it is expected to leave less than ``min_free`` free, saying what to do."""
+    if not slot.pos or slot.pos < len(head.tasks) or not head.tasks[-1].free_capacity:
+        return
+    cfg = adapters.train_config(head.config, slot.pos, slot.ref)
+    total = adapters.capacity_forecast([t.name for t in head.tasks], [t.free_capacity for t in head.tasks],
+                                       min_free_of(head))["layers"].get("total")
+    if total is None:
+        return
+    message = adapters.capacity_warning(slot.ref["name"], total["free"], None if cfg.prune_auto else cfg.prune_ratio,
+                                        total["average"], min_free_of(head))
+    if message:
+        warn(f"lineage '{head.lineage}': {message}")
 
 
 def ref_of(t: LearnedTask) -> dict:

@@ -34,6 +34,7 @@ def learn_ref(fr: FlowRun, head, ref: dict):
     """One prepared task onto HEAD: train -> prune -> retrain -> evaluate -> register (a replay of a task
     HEAD already holds is all cache hits); returns the new HEAD."""
     slot = chain.place(head, ref)  # its position and the state it starts from
+    chain.warn_capacity(head, slot)  # a new task expected to leave less than min_free: say so first
     trained = chain.stage(fr, head, slot, "train", slot.parent)  # all weights forward, free ones learn
     pruned = chain.stage(fr, head, slot, "prune", trained["state"])  # it keeps its largest free weights
     settled = chain.stage(fr, head, slot, "retrain", pruned["state"])  # its own weights, freed ones masked

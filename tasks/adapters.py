@@ -235,3 +235,47 @@ def bundled_task_dirs(bundled: Path, suite: str = "default") -> list[Path]:
     dest = bundled if suite == "default" else bundled / suite
     # written whole beside the folder, then renamed: a kill mid-write never leaves a task half-written
     return bundled_dirs(dest, list(suite_task_names(suite)), lambda d: write_suite(suite, d))
+
+
+def catalogue(model):
+    """The item id of every token 1.. of a model (token t = entry t - 1; the separator's entry is null), as
+    an Arrow string array: T1's items, then those later tasks introduced (``conure_core.catalogue``)."""
+    import pyarrow as pa
+
+    return pa.array([None if v is None else str(v) for v in model.model.catalogue_ids()], pa.string())
+
+
+def encode_histories(histories: list, catalogue, length: int):
+    """Live histories (lists of item ids, oldest first) as T1 tokens (``conure_core.data.histories``)."""
+    from conure_core.data.histories import encode_histories as encode
+
+    return encode(histories, catalogue, length)
+
+
+def label_positions(catalogue, labels: list[str]):
+    """T1 token -> position in a task's label vocabulary (-1: none)."""
+    from conure_core.data.histories import label_positions as positions
+
+    return positions(catalogue, labels)
+
+
+def capacity_forecast(tasks: list[str], free_after: list[dict], min_free: float) -> dict:
+    """What each task took, what is free, how many more tasks fit (``conure_core.capacity``)."""
+    from conure_core.capacity import forecast
+
+    return forecast(tasks, free_after, min_free)
+
+
+def capacity_warning(task: str, free: float, ratio: float | None, average: float, min_free: float) -> str | None:
+    from conure_core.capacity import warning
+
+    return warning(task, free, ratio, average, min_free)
+
+
+def refresh_histories(update_dir: Path, out_root: Path, base_dir: Path, home: Path) -> tuple[dict, dict]:
+    """A T1 update folder validated and merged into the stored histories of ``base_dir``
+    (``data_contracts.ingest.ingest_update``): (reference as JSON, counts)."""
+    from data_contracts.ingest import ingest_update
+
+    ref, counts = ingest_update(Path(update_dir), Path(out_root), Path(base_dir))
+    return ref_to_dict(ref, home), counts

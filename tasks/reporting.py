@@ -14,7 +14,15 @@ def report_of(head: Head) -> dict:
             "lower_is_better": [t.name for t in head.tasks if not adapters.kind_of(t.kind).higher_is_better],
             "matrix": adapters.pad_matrix(head.matrix, n),
             "free_capacity": [t.free_capacity.get("total") for t in head.tasks],
-            "state_digest": head.state_digest, "parent": head.parent}
+            "catalogue": [t.catalogue for t in head.tasks],
+            "state_digest": head.state_digest, "parent": head.parent, "capacity": capacity_of(head),
+            "histories": head.histories}
+
+
+def capacity_of(head: Head) -> dict:
+    """The capacity forecast of a lineage (``conure_core.capacity.forecast``) from the free fractions in HEAD."""
+    min_free = float((head.config.get("model") or {}).get("min_free") or 0.0)
+    return adapters.capacity_forecast([t.name for t in head.tasks], [t.free_capacity for t in head.tasks], min_free)
 
 
 def summary(report: dict) -> dict:

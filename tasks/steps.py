@@ -29,6 +29,9 @@ from tasks.store import LineageStore
 quiet_prefect_logs()
 
 STAGES = ("train", "prune", "retrain")
+# The registered pyfunc model's interface (tasks/tracking.py's signature); bumping it makes a re-run
+# register a new version of an already registered state. 2: rows carry `user` or `items`, param exclude_seen.
+MODEL_FORMAT = "2"
 
 
 # --- cache keys --------------------------------------------------------------------------------
@@ -52,7 +55,10 @@ def _eval_key(_ctx, p: dict) -> str:
 
 
 def _register_key(_ctx, p: dict) -> str:
-    return "register-" + digest_json([p["lineage"], p["state"], p["matrix"], Layout().tracking_uri()])
+    key = [p["lineage"], p["state"], p["matrix"], Layout().tracking_uri(), MODEL_FORMAT]
+    if p.get("histories"):  # refreshed histories: another registered version of the same state
+        key.append(p["histories"]["digest"])
+    return "register-" + digest_json(key)
 
 
 # --- tracking helpers --------------------------------------------------------------------------
@@ -257,9 +263,10 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
         metrics = {r["name"]: model.evaluate(adapters.load_task_data(lay.root, r), "test") for r in refs}
         compute = time.perf_counter() - started
         free = model.free_capacity()
+        catalogue = model.model.catalogue_size()  # items the latest task reads: T1's and those tasks introduced
         flat = {f"test/{t}/{m}": v for t, ms in metrics.items() for m, v in ms.items()}
-        tracker.log_metrics(run, {**flat, "free_capacity/total": free["total"], "compute_seconds": compute},
-                            step=track["step"])
+        tracker.log_metrics(run, {**flat, "free_capacity/total": free["total"], "compute_seconds": compute,
+                                  "catalogue/items": catalogue}, step=track["step"])
         tracker.end_run(run)
     except BaseException:
         tracker.end_run(run, "FAILED")
@@ -268,13 +275,15 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
     main = {r["name"]: model.info(r["name"]).metric for r in refs}  # each task's headline metric
     get_run_logger().info(f"test after '{current['name']}': " + ", ".join(
         f"{t} {main[t]} {metrics[t][main[t]]:.4f}" for t in metrics) + f"; free capacity {free['total']:.1%}")
-    return {"metrics": metrics, "main": main, "free_capacity": free, "compute_s": compute}
+    return {"metrics": metrics, "main": main, "free_capacity": free, "catalogue": catalogue, "compute_s": compute}
 
 
 @task(name="register", task_run_name=run_name("register"), **cached(_register_key))
 def register(lineage: str, state: str, refs: list[dict], metrics: list[str], matrix: list[list[float | None]],
-             free_capacity: dict[str, float], track: dict) -> dict:
-    """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap) and the model version."""
+             free_capacity: dict[str, float], track: dict, capacity: dict | None = None,
+             histories: dict | None = None) -> dict:
+    """MLflow record of a learned step (metrics at step n, owner maps, matrix + heatmap, capacity forecast)
+    and the model version (answering ``user`` rows from ``histories``, the latest refresh, else T1's table)."""
     lay = Layout()
     state_dir = LineageStore(lay).state_path(state)
     tracker = _tracker(lineage, track)
@@ -286,13 +295,17 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     step_metrics = {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row) if v is not None}
     step_metrics.update({"free_capacity/total": free_capacity["total"],
                          **{f"free_capacity/{k}": v for k, v in free_capacity.items() if k != "total"}})
+    if capacity:
+        step_metrics.update(capacity_metrics(capacity, current["name"]))
+        tracker.log_bytes(run, json.dumps(capacity, indent=1).encode(), "capacity/forecast.json")
     for target in (run, track["flow_run"]):
         tracker.log_metrics(target, step_metrics, step=n)
     tracker.log_owner_maps(run, adapters.owner_maps(state_dir), n)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
-    version = tracker.register(run, state_dir, adapters.abs_path(lay.root, refs[0]["path"]), names, state)
+    t1_dir = adapters.abs_path(lay.root, (histories or refs[0])["path"])
+    version = tracker.register(run, state_dir, t1_dir, names, state, (histories or {}).get("digest", ""), MODEL_FORMAT)
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
     model = f"conure-{lineage}"
@@ -306,6 +319,54 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
                        f"`mlflow.pyfunc.load_model(\"models:/{model}/{version}\")`, or serve it with "
                        f"`mlflow models serve -m models:/{model}@head --env-manager local`.\n")
     return {"model": model, "version": version}
+
+
+def capacity_metrics(capacity: dict, task: str) -> dict[str, float]:
+    """MLflow metrics of a capacity forecast: ``capacity/fits`` and, per tensor, free / taken by ``task`` /
+    average task / fits."""
+    out = {"capacity/fits": capacity["fits"]}
+    for name, v in capacity["layers"].items():
+        out.update({f"capacity/{name}/free": v["free"], f"capacity/{name}/taken": v["taken"].get(task),
+                    f"capacity/{name}/average": v["average"], f"capacity/{name}/fits": v["fits"]})
+    return out
+
+
+def _refresh_key(_ctx, p: dict) -> str:
+    return "refresh-" + digest_json([p["lineage"], p["folder_digest"], p["base"]["digest"], p["state"],
+                                     Layout().tracking_uri(), code_version()])
+
+
+@task(name="refresh", task_run_name=run_name("refresh"), **cached(_refresh_key))
+def refresh(lineage: str, update_dir: str, folder_digest: str, base: dict, state: str, names: list[str],
+            track: dict) -> dict:
+    """Users' stored histories refreshed by a T1 update folder (validated, same item vocabulary), and a
+    new registered version of the same state answering ``user`` rows from them; an MLflow run records it."""
+    lay = Layout()
+    base_dir = adapters.abs_path(lay.root, base["path"])
+    started = time.perf_counter()
+    ref, counts = adapters.refresh_histories(Path(update_dir), lay.prepared, base_dir, lay.root)
+    tracker = _tracker(lineage, track)
+    run = tracker.start_run(f"refresh:{Path(update_dir).name}", parent=track["flow_run"],
+                            tags={"conure.stage": "refresh", "conure.state_digest": state},
+                            params={"update": update_dir, "update_digest": folder_digest, "base_histories": base["digest"],
+                                    "histories": ref["digest"], "state_digest": state})
+    try:
+        tracker.log_dataset(run, f"{ref['name']}-histories", ref["digest"], str(adapters.abs_path(lay.root, ref["path"])),
+                            "refresh", profile=counts)
+        tracker.log_metrics(run, {f"refresh/{k}": v for k, v in counts.items()}, step=len(names))
+        version = tracker.register(run, LineageStore(lay).state_path(state), adapters.abs_path(lay.root, ref["path"]),
+                                   names, state, ref["digest"], MODEL_FORMAT)
+        tracker.set_tags(run, {"conure.model_version": version})
+        tracker.end_run(run)
+    except BaseException:
+        tracker.end_run(run, "FAILED")
+        raise
+    get_run_logger().info(f"histories refreshed from {update_dir}: {counts}; registered conure-{lineage} "
+                          f"version {version} (same state {state[:12]})")
+    histories = {"name": ref["name"], "path": ref["path"], "digest": ref["digest"], "source": update_dir,
+                 "base": base["digest"], **counts}
+    return {"histories": histories, "model": f"conure-{lineage}", "version": version,
+            "compute_s": time.perf_counter() - started}
 
 
 def _baseline_key(_ctx, p: dict) -> str:

@@ -40,6 +40,7 @@ class LearnedTask(BaseModel):
     free_capacity: dict[str, float] = Field(default_factory=dict)
     rows: int = 0
     folder_digest: str = ""  # digest of the task folder it was ingested from
+    catalogue: int | None = None  # items the task reads: T1's plus those tasks up to it introduced
     manifest: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -53,6 +54,9 @@ class Head(BaseModel):
     tasks: list[LearnedTask] = Field(default_factory=list)
     matrix: list[list[float | None]] = Field(default_factory=list)  # matrix[i][j]: task j after task i
     parent: dict[str, Any] | None = None  # backfills: {"lineage": ..., "prefix": K}
+    # `conure refresh`: the users' current histories (a prepared T1 table: path relative to the home,
+    # digest, counts); None = T1's own table
+    histories: dict[str, Any] | None = None
     updated: float = 0.0
 
     @property
@@ -173,6 +177,10 @@ class LineageStore:
     def prepared_abs(self, task: LearnedTask) -> Path:
         """The absolute folder of a learned task's prepared table (paths in HEAD are relative to the home)."""
         return self.layout.root / task.prepared_path
+
+    def histories_abs(self, head: Head) -> Path:
+        """The folder of the users' stored histories that `user` answers read: the latest refresh, else T1's table."""
+        return self.layout.root / head.histories["path"] if head.histories else self.prepared_abs(head.tasks[0])
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -263,9 +263,13 @@ class Tracker:
         """The state as an MLflow pyfunc model (models-from-code: ``tasks/pyfunc_model.py``) of ``run_id``."""
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+        from mlflow.types.schema import Array
 
-        signature = ModelSignature(inputs=Schema([ColSpec("string", "user"), ColSpec("string", "task")]),
-                                   params=ParamSchema([ParamSpec("k", "long", 10)]))
+        # a row names a stored `user` or carries a history `items` (item ids, oldest first)
+        signature = ModelSignature(inputs=Schema([ColSpec("string", "user", required=False), ColSpec("string", "task"),
+                                                  ColSpec(Array("string"), "items", required=False)]),
+                                   params=ParamSchema([ParamSpec("k", "long", 10),
+                                                       ParamSpec("exclude_seen", "boolean", True)]))
         # explicit requirements: MLflow would otherwise load the model in a subprocess to infer them
         requirements = [f"{p}=={dist_version(p)}" if dist_version(p) else p for p in ("conure", "mlflow", "torch")]
         with _MODEL_LOCK, warnings.catch_warnings():  # a fluent call: mlflow's process-wide tracking URI
@@ -278,8 +282,11 @@ class Tracker:
                     artifacts={"state": str(state_dir), "t1": str(t1_dir)}, pip_requirements=requirements,
                     model_config={"lineage": self.lineage, "tasks": tasks}, tags={"conure.lineage": self.lineage})
 
-    def register(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str], state_digest: str) -> str:
-        """Version of ``conure-<lineage>`` for this state (re-used when already registered) + aliases."""
+    def register(self, run_id: str, state_dir: Path, t1_dir: Path, tasks: list[str], state_digest: str,
+                 histories_digest: str = "", model_format: str = "") -> str:
+        """Version of ``conure-<lineage>`` for this state and stored histories (``t1_dir``: T1's table, or
+        a `conure refresh` of it with ``histories_digest``), re-used when already registered with the same
+        ``model_format`` (the pyfunc interface), + aliases."""
         name = model_name(self.lineage)
         try:
             self.client.get_registered_model(name)
@@ -290,16 +297,21 @@ class Tracker:
             except mlflow.exceptions.MlflowException:
                 pass  # created meanwhile
         existing = [v for v in self.client.search_model_versions(f"name='{name}'")
-                    if v.tags.get("state_digest") == state_digest]
+                    if v.tags.get("state_digest") == state_digest
+                    and v.tags.get("histories_digest", "") == histories_digest
+                    and v.tags.get("model_format", "") == model_format]
         if existing:
             version = existing[0].version
         else:
             info = self.log_model(run_id, state_dir, t1_dir, tasks)
             mv = self.client.create_model_version(
                 name, source=f"models:/{info.model_id}", run_id=run_id, model_id=info.model_id,
-                tags={"state_digest": state_digest, "tasks": ",".join(tasks), "num_tasks": str(len(tasks))},
+                tags={"state_digest": state_digest, "tasks": ",".join(tasks), "num_tasks": str(len(tasks)),
+                      **({"histories_digest": histories_digest} if histories_digest else {}),
+                      **({"model_format": model_format} if model_format else {})},
                 description=f"Conure lineage '{self.lineage}' after {len(tasks)} task(s): {', '.join(tasks)}. "
-                            "Input rows: user, task (strings); params: k.")
+                            "Input rows: task and user (strings) or items (a list of item ids, oldest "
+                            "first); params: k, exclude_seen.")
             version = mv.version
         self.client.set_registered_model_alias(name, HEAD_ALIAS, version)
         self.client.set_registered_model_alias(name, f"tasks-{len(tasks)}", version)

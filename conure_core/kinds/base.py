@@ -38,6 +38,7 @@ class TaskKind:
     label_bounds: ClassVar[tuple[int, int]] = (1, 10_000_000)
     per_user: ClassVar[bool] = False  # trains with the preset's per-user config (``Preset.classes``)
     columns: ClassVar[str] = "user_id, label"  # the table a folder of this kind holds (README, errors)
+    ranks_items: ClassVar[bool] = False  # answers rank item ids: serving may leave out a history's own items
 
     # ---- head ------------------------------------------------------------------------------------
     def representation(self, config: "ModelConfig", num_items: int) -> str:

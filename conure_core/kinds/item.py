@@ -9,10 +9,13 @@ from conure_core.samplers import PopularitySampler
 
 
 class ItemKind(UserKind):
+    """The items a user will like, ranked over the task's own item vocabulary."""
+
     name = "item"
     display = "item"
     metric = "mrr@5"
     metrics = ("mrr@5", "hr@5", "ndcg@5")
+    ranks_items = True
 
     def loss(self, model, task, info, cfg, generator):
         return ItemLoss(model, task, info, cfg, generator)

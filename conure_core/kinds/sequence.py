@@ -18,6 +18,7 @@ class SequenceKind(TaskKind):
     t1 = True
     labels = "none"
     columns = "user_id, item_id, timestamp (one row per interaction) or user_id, items (a list, oldest first)"
+    ranks_items = True
 
     def representation(self, config, num_items):
         return "last"  # T1 reads the hidden state of every position (the next item of each prefix)

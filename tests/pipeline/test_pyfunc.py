@@ -37,6 +37,28 @@ def cli_predict(task: str, user: str, k: int) -> dict:
     return json.loads(res.stdout)
 
 
+def cli_history(user: str) -> list[str]:
+    """The user's stored history (item ids, oldest first) of lineage e2e."""
+    from tasks.serving import Predictor
+    from tasks.store import LineageStore
+
+    store = LineageStore()
+    head = store.require_head("e2e")
+    return Predictor(store.state_path(head.state_digest), store.histories_abs(head)).history_of(user)
+
+
+def test_head_version_answers_histories_in_the_items_column(head_model):
+    import pandas as pd
+
+    rows = pd.DataFrame([{"items": cli_history(u), "task": t} for t in TASKS for u in USERS])
+    by_items = head_model.predict(rows, params={"k": 5})
+    by_user = head_model.predict(pd.DataFrame([{"user": u, "task": t} for t in TASKS for u in USERS]), params={"k": 5})
+    assert [{k: v for k, v in a.items() if k != "unknown_items"} for a in by_items] == \
+        [{k: v for k, v in a.items() if k != "user"} for a in by_user]
+    [empty] = head_model.predict(pd.DataFrame([{"items": [], "task": "liked"}]))
+    assert empty["error"].startswith("the history has no item task 'liked' knows (0 item id(s)")
+
+
 @pytest.fixture(scope="module")
 def head_model(learned):
     import mlflow
@@ -76,7 +98,7 @@ def test_unknown_user_is_a_clear_error_in_the_answer(head_model):
 
     [answer] = head_model.predict(pd.DataFrame([{"user": "no-such-user", "task": "liked"}]))
     assert set(answer) == {"user", "task", "error"}
-    assert answer["error"].startswith("user 'no-such-user' is not in the T1 data of model conure-e2e after 3 task(s)")
+    assert answer["error"].startswith("user 'no-such-user' is not in the stored histories of model conure-e2e after 3 task(s)")
     assert "Traceback" not in answer["error"]
 
 
@@ -93,12 +115,18 @@ def test_mlflow_models_serve_answers_one_request(learned, tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/ping", proc, log)
-        body = json.dumps({"dataframe_records": [{"user": "42", "task": "liked"}, {"user": "42", "task": "nope"}],
+        history = cli_history("42")
+        # a request mixing both kinds of rows sends "items": null on user rows (MLflow casts each column whole)
+        body = json.dumps({"dataframe_records": [{"user": "42", "task": "liked", "items": None},
+                                                 {"user": "42", "task": "nope", "items": None},
+                                                 {"items": history + ["no-such-item"], "task": "liked"}],
                            "params": {"k": 3}}).encode()
         request = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
-            liked, nope = json.loads(r.read())["predictions"]
+            liked, nope, from_items = json.loads(r.read())["predictions"]
         assert liked == cli_predict("liked", "42", 3)
         assert nope["error"].startswith("task 'nope' is not learned by model conure-e2e after 3 task(s)")
+        # a service's own history of the user: the same answer, the unknown id dropped and counted
+        assert from_items == {"unknown_items": 1, **{k: v for k, v in liked.items() if k != "user"}}
     finally:
         stop(proc)
