@@ -161,10 +161,10 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
     check_suite(suite)  # one line naming the valid suites, before any flow starts
     _use_ranks(nproc)
     lineage = lineage or ("default" if suite == "default" else suite)
-    learn_mod, _ = _flows()
     home = os.environ.get("CONURE_HOME", ".conure")
-    console.print(f"conure run: lineage '{lineage}', suite '{suite}', preset '{preset}', run files under {home}",
-                  highlight=False)
+    console.print(f"conure run: lineage '{lineage}', suite '{suite}', preset '{preset}', run files under {home}; "
+                  "loading Prefect, MLflow and PyTorch ...", highlight=False, soft_wrap=True)
+    learn_mod, _ = _flows()
     with StageBars():
         report = learn_mod.run_default(lineage=lineage, preset=preset, suite=suite)
     _emit(report, as_json)
@@ -182,6 +182,8 @@ def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + da
           nproc: int = NPROC) -> None:
     """Validate a task folder and teach it to a lineage (the first task of a lineage must be its T1 sequence task)."""
     _use_ranks(nproc)
+    console.print(f"conure learn: {task_dir} onto lineage '{lineage}'; loading Prefect, MLflow and PyTorch ...",
+                  highlight=False, soft_wrap=True)
     learn_mod, _ = _flows()
     with StageBars():
         report = learn_mod.learn_task(task_dir=str(task_dir), lineage=lineage, preset=preset, floor=floor)
