@@ -127,8 +127,9 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
     lay = Layout()
     store = LineageStore(lay)
     nproc = stage_ranks(stage)
-    progress.emit({"event": "status", "text": f"loading {ref['name']} for {stage}: {_size(ref)}"
-                                               f"{', parent state ' + parent[:12] if parent else ', new lineage'}"})
+    if stage == "train":  # what a long start is busy with (prune and retrain follow at once)
+        progress.emit({"event": "status", "text": f"loading {ref['name']}: {_size(ref)}"
+                                                   f"{', parent state ' + parent[:12] if parent else ', new lineage'}"})
     data = adapters.load_task_data(lay.root, ref) if nproc == 1 else None  # the ranks load their own
     cfg = adapters.train_config(preset, index, ref)
     if parent:
