@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,13 +16,18 @@ if not out.is_terminal:  # logs and pipes: wide enough for six task columns
 
 
 class StageBars:
-    """A progress bar per training stage, driven by tasks.progress events."""
+    """A progress bar per training stage, driven by tasks.progress events.
+
+    Inside an epoch the learner's ``batch`` events move the bar by the epoch's share done and give
+    the epoch's ETA; a stage that early stopping ends says so in one line; ``status`` events (what
+    the pipeline is loading or preparing) print as lines, so a long start is never silent."""
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                                  disable=not console.is_terminal and not _force())
         self.current = None
+        self.epoch_started = 0.0
 
     def __enter__(self) -> "StageBars":
         from tasks import progress
@@ -38,21 +44,57 @@ class StageBars:
 
     def __call__(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "stage_start":
+        if kind == "status":
+            self.progress.console.print(f"[dim]{event.get('text', '')}[/dim]", highlight=False)
+        elif kind == "stage_start":
             self.current = self.progress.add_task(f"{event['task']} · {event['stage']}",
                                                   total=max(int(event.get("epochs") or 0), 1), info="")
+            self.epoch_started = time.monotonic()
+        elif kind == "batch" and self.current is not None and event.get("rows"):
+            share = event["done"] / event["rows"]
+            self.progress.update(self.current, completed=int(event["epoch"]) - 1 + share,
+                                 info=f"epoch {event['epoch']}: {share:.0%}, "
+                                      f"ETA {_clock(epoch_eta(time.monotonic() - self.epoch_started, share))}")
         elif kind == "epoch" and self.current is not None and event.get("epoch"):
             loss = event.get("loss")
             info = f"loss {loss:.4f} · valid {event.get('valid', float('nan')):.4f}" if loss is not None else ""
             self.progress.update(self.current, completed=int(event["epoch"]), info=info)
+            self.epoch_started = time.monotonic()
         elif kind == "prune" and self.current is not None:
             self.progress.update(self.current, completed=1, info=f"free {event.get('free', 0):.1%}")
         elif kind == "stage_end" and self.current is not None:
             task = self.progress.tasks[-1]
-            self.progress.update(self.current, completed=task.total, info=f"{event.get('seconds', 0):.1f} s")
+            line = early_stop_line(event, int(task.total))
+            if line:  # the bar ends where training did, and says why
+                self.progress.update(self.current, total=event["epochs_run"], completed=event["epochs_run"],
+                                     info=f"stopped early · best epoch {event['best_epoch']}")
+                self.progress.console.print(line, highlight=False)
+            else:
+                self.progress.update(self.current, completed=task.total, info=f"{event.get('seconds', 0):.1f} s")
             self.current = None
         elif kind == "step" and event.get("state") == "Cached":
             self.progress.console.print(f"[dim]cached[/dim] {event.get('name')}", highlight=False)
+
+
+def epoch_eta(elapsed: float, share: float) -> float:
+    """Seconds left in an epoch ``share`` done after ``elapsed`` seconds (its validation not counted)."""
+    return elapsed * (1 - share) / share if share > 0 else float("inf")
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def early_stop_line(event: dict, epochs: int) -> str | None:
+    """The line for a learner's ``stage_end`` that early stopping ended before ``epochs``, else None."""
+    run = event.get("epochs_run")
+    if not run or run >= epochs or event.get("best_epoch") is None:
+        return None
+    return (f"{event['task']} · {event['stage']}: stopped early at epoch {run}/{epochs}: "
+            f"best valid at epoch {event['best_epoch']}")
 
 
 def _force() -> bool:

@@ -24,18 +24,50 @@ class _App(typer.Typer):
     """Typer app that turns any exception into one line on stderr and the exit code of its kind."""
 
     def __call__(self, *args, **kwargs):
+        import signal
+
+        # A command started in the background of a script inherits SIGINT ignored; Ctrl-C or
+        # `kill -INT` must still stop it (``_interrupted``).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit:
             raise
         except KeyboardInterrupt:
-            error("interrupted; a re-run resumes at the step that was running.")
-            sys.exit(exits.INTERRUPTED)
+            _interrupted()
         except BaseException as exc:  # noqa: BLE001 - the top of the program: report, never a traceback
             if _STATE["debug"]:
                 traceback.print_exc()
             error(describe(exc))
             sys.exit(exits.exit_code(exc))
+        finally:
+            import gc
+
+            gc.freeze()  # the exit's garbage collections skip the heap (seconds on a loaded machine)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line and exit 130. Prefect has marked the interrupted runs Crashed on the way out
+    (the shared server is outside the terminal's process group, so it is still there to hear it); a
+    second Ctrl-C while Prefect flushes its logs exits at once."""
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(exits.INTERRUPTED))
+    sys.stderr.write("conure: interrupted; re-run to resume.\n")
+    sys.exit(exits.INTERRUPTED)
+
+
+def _stops_on_ctrl_c(command):
+    """Ctrl-C inside ``command`` ends in ``_interrupted`` (typer would turn it into a silent exit 130)."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            _interrupted()
+    return wrapper
 
 
 def describe(exc: BaseException) -> str:
@@ -61,20 +93,21 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 def _flows(early_server: bool = True):
     """Import the flows (and Prefect) only when a command needs them; keep Prefect's console quiet.
 
-    early_server: boot Prefect's temporary server in parallel with the imports (not for `serve`,
-    which needs a server with its scheduler, see deployments/serve.py)."""
+    early_server: attach to this home's shared Prefect server, starting it in parallel with the
+    imports when none runs (``tasks.prefect_server``; not for `serve`, which needs a server with its
+    scheduler, see deployments/serve.py)."""
     import tasks  # noqa: F401  (Prefect settings first)
     from tasks import prefect_server
 
     if early_server:
-        prefect_server.start_early()  # boots in parallel with the imports below
+        prefect_server.attach()  # a new server boots in parallel with the imports below
     import flows.backfill  # noqa: F401
     import flows.learn  # noqa: F401
     from tasks.settings import quiet_prefect_console
 
     quiet_prefect_console(_STATE["debug"])
     _warm_imports()
-    prefect_server.wait_ready()
+    prefect_server.wait_ready(say=lambda text: console.print(text, highlight=False, soft_wrap=True))
     return sys.modules["flows.learn"], sys.modules["flows.backfill"]
 
 
@@ -113,6 +146,7 @@ def _use_ranks(nproc: int) -> None:
 
 
 @app.command()
+@_stops_on_ctrl_c
 def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
                                               help="Lineage name (default: 'default', or the suite's name)."),
         preset: str = typer.Option("quick", help="quick (minutes on a laptop CPU), paper, or a JSON preset file."),
@@ -127,10 +161,10 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
     check_suite(suite)  # one line naming the valid suites, before any flow starts
     _use_ranks(nproc)
     lineage = lineage or ("default" if suite == "default" else suite)
-    learn_mod, _ = _flows()
     home = os.environ.get("CONURE_HOME", ".conure")
-    console.print(f"conure run: lineage '{lineage}', suite '{suite}', preset '{preset}', run files under {home}",
-                  highlight=False)
+    console.print(f"conure run: lineage '{lineage}', suite '{suite}', preset '{preset}', run files under {home}; "
+                  "loading Prefect, MLflow and PyTorch ...", highlight=False, soft_wrap=True)
+    learn_mod, _ = _flows()
     with StageBars():
         report = learn_mod.run_default(lineage=lineage, preset=preset, suite=suite)
     _emit(report, as_json)
@@ -139,6 +173,7 @@ def run(lineage: Optional[str] = typer.Option(None, "--lineage", "-l",
 
 
 @app.command()
+@_stops_on_ctrl_c
 def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + data.parquet/.csv."),
           lineage: str = LINEAGE,
           preset: Optional[str] = typer.Option(None, help="Preset when the lineage is new (default quick)."),
@@ -147,6 +182,8 @@ def learn(task_dir: Path = typer.Argument(..., help="Task folder: task.yaml + da
           nproc: int = NPROC) -> None:
     """Validate a task folder and teach it to a lineage (the first task of a lineage must be its T1 sequence task)."""
     _use_ranks(nproc)
+    console.print(f"conure learn: {task_dir} onto lineage '{lineage}'; loading Prefect, MLflow and PyTorch ...",
+                  highlight=False, soft_wrap=True)
     learn_mod, _ = _flows()
     with StageBars():
         report = learn_mod.learn_task(task_dir=str(task_dir), lineage=lineage, preset=preset, floor=floor)
@@ -194,6 +231,7 @@ def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
 
 
 @app.command()
+@_stops_on_ctrl_c
 def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source lineage whose tasks are re-ordered."),
              order: List[str] = typer.Option(..., help="Comma-separated task names, T1 first (repeat for several)."),
              strategy: str = typer.Option("conure", help="conure, or a baseline: sinmo, sinmoall, finesmax, "
@@ -385,6 +423,56 @@ def serve(landing: Optional[Path] = typer.Option(None, help="Landing folder (def
 
     signal.signal(signal.SIGTERM, on_term)
     serve_all(landing=str(landing) if landing else None, lineage=lineage, interval=interval, preset=preset)
+
+
+server_app = typer.Typer(no_args_is_help=True,
+                         help="This home's local Prefect server: started on demand by run, learn and backfill, "
+                              "shared by the commands that follow (and concurrent ones), stopped after "
+                              "CONURE_SERVER_IDLE seconds (default 600) without a command using it.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Whether the server runs: its URL, pid, and the commands using it."""
+    import tasks  # noqa: F401
+    from tasks import prefect_server
+
+    info = prefect_server.status()
+    if as_json:
+        print(json.dumps(info))
+    elif info["running"]:
+        print(f"Prefect server: {info['url']} (pid {info['pid']}, up {info['up_s']:.0f} s, "
+              f"{'answering' if info['answers'] else 'starting'}); commands using it: "
+              f"{', '.join(map(str, info['clients'])) or 'none'}; log: {info['log']}")
+    else:
+        print(f"Prefect server: not running (starts with the next run, learn or backfill); home {info['home']}")
+
+
+@server_app.command("start")
+@_stops_on_ctrl_c
+def server_start() -> None:
+    """Start the server now (or find the running one) and wait until it answers."""
+    import tasks  # noqa: F401
+    from tasks import prefect_server
+
+    url = prefect_server.attach()
+    if url is None:
+        print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): that server is used, none is started.")
+        return
+    prefect_server.wait_ready(say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    print(f"Prefect server: {url}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server (a command still using it fails; the next one starts a fresh server)."""
+    import tasks  # noqa: F401
+    from tasks import prefect_server
+
+    state = prefect_server.stop()
+    print(f"stopped the Prefect server at {state['url']} (pid {state['pid']})" if state
+          else "no Prefect server was running")
 
 
 def _where(report: dict) -> None:

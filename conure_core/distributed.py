@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -170,7 +171,8 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1) first: a 0-dim tensor (a scalar parameter) cannot be viewed as bytes
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -193,12 +195,44 @@ def torchrun_command(module: str, args: list[str], nproc: int) -> list[str]:
             "-m", module, *args]
 
 
+RANK_FAILED = "CONURE_RANK_FAILED "  # a rank's failure line on stderr (``rank_main``), read by ``launch``
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|[A-Z]\w*Error)\b")
+
+
+def rank_main(body: Callable[[], None]) -> int:
+    """Run one rank's ``body``; on failure print ``RANK_FAILED rank N: Type: message`` on stderr and return 1."""
+    try:
+        body()
+    except BaseException as exc:  # noqa: BLE001 - this rank's process ends here; launch names the cause
+        import traceback
+
+        traceback.print_exc()
+        message = " ".join(str(exc).split()) or "no message"
+        print(f"{RANK_FAILED}rank {os.environ.get('RANK', '?')}: {type(exc).__name__}: {message}",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def failure_reason(stderr: list[str]) -> str:
+    """The first failing rank's exception: its ``RANK_FAILED`` line, else the first exception line
+    of a traceback that is not torchrun's own summary, else the last line."""
+    for line in stderr:
+        if line.startswith(RANK_FAILED):
+            return line[len(RANK_FAILED):].strip()
+    for line in stderr:
+        if _EXCEPTION_LINE.match(line) and "ChildFailedError" not in line:
+            return line.strip()
+    return stderr[-1].strip() if stderr else "no message"
+
+
 def launch(module: str, args: list[str], nproc: int, on_line: Callable[[str], None] | None = None,
            env: dict[str, str] | None = None, cwd: str | None = None) -> list[str]:
     """Run ``module`` on ``nproc`` ranks under torchrun and wait; return its stderr tail.
 
     ``on_line`` gets every stdout line as it comes (rank 0 prints progress there). A non-zero exit
-    (a rank died, was killed, or raised) raises DistributedError with one sentence and the last lines.
+    (a rank died, was killed, or raised) raises DistributedError with one sentence naming the first
+    failing rank's exception (``failure_reason``; ranks that run through ``rank_main`` say it exactly).
     """
     if nproc < 1:
         raise DistributedError(f"--nproc {nproc}: give at least 1 rank.")
@@ -206,12 +240,16 @@ def launch(module: str, args: list[str], nproc: int, on_line: Callable[[str], No
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(torchrun_command(module, args, nproc), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=child_env, cwd=cwd)
-    tail: list[str] = []
+    lines: list[str] = []
+    first_failure: list[str] = []  # kept apart: the tail may have rolled past it
 
     def drain_stderr() -> None:
         for line in proc.stderr:
-            tail.append(line.rstrip())
-            del tail[:-40]
+            line = line.rstrip()
+            if line.startswith(RANK_FAILED) and not first_failure:
+                first_failure.append(line)
+            lines.append(line)
+            del lines[:-400]
 
     reader = threading.Thread(target=drain_stderr, daemon=True)
     reader.start()
@@ -221,7 +259,7 @@ def launch(module: str, args: list[str], nproc: int, on_line: Callable[[str], No
     code = proc.wait()
     reader.join(timeout=5)
     if code != 0:
-        reason = next((l for l in reversed(tail) if "Error" in l or "error:" in l), tail[-1] if tail else "")
-        raise DistributedError(f"the {nproc}-rank torchrun job `{module}` exited with code {code} (a rank died or "
-                               f"failed: {reason.strip()[:300] or 'no message'}); nothing was saved, re-run to retry.")
-    return tail
+        reason = failure_reason(first_failure + lines)
+        raise DistributedError(f"the {nproc}-rank torchrun job `{module}` exited with code {code} ({reason[:400]}); "
+                               "nothing was saved, re-run to retry.")
+    return lines[-40:]

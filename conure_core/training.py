@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from conure_core.policies import ParameterPolicy
 
 Progress = Callable[[dict], None]
+BATCH_EVENT_S = 1.0  # least seconds between two "batch" progress events inside an epoch
 
 
 @dataclass
@@ -81,6 +82,7 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                     break
                 rows = loss.order(generator)
                 total, batches = 0.0, 0
+                next_event = time.perf_counter() + BATCH_EVENT_S
                 for start in range(0, loss.num_rows, cfg.batch_size):
                     optimiser.zero_grad(set_to_none=True)
                     if sync:
@@ -94,6 +96,11 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                     model.zero_reserved_grads()
                     optimiser.step()
                     batches += 1
+                    if progress and time.perf_counter() >= next_event:  # a long epoch shows its progress
+                        next_event = time.perf_counter() + BATCH_EVENT_S
+                        _report(progress, {"event": "batch", "task": task.name, "stage": stage, "epoch": epoch,
+                                           "done": min(start + cfg.batch_size, loss.num_rows),
+                                           "rows": loss.num_rows})
                 current = validate()
                 mean_loss = total / max(batches, 1)
                 if sync:

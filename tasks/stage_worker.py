@@ -48,8 +48,7 @@ def run(spec: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    run(json.loads(Path(args[0]).read_text()))
-    return 0
+    return distributed.rank_main(lambda: run(json.loads(Path(args[0]).read_text())))
 
 
 if __name__ == "__main__":

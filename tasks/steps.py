@@ -114,6 +114,7 @@ def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: flo
     lay = Layout()
     log = get_run_logger()
     log.info(f"validating {task_dir} (T1: {t1['name'] if t1 else 'none, this is a T1'}, known-user floor {floor})")
+    progress.emit({"event": "status", "text": f"validating and preparing {task_dir}"})
     ref = ingest_task(Path(task_dir), lay.prepared, t1=_t1_path(t1), known_user_floor=floor)
     out = adapters.ref_to_dict(ref, lay.root)
     out["source"] = str(Path(task_dir).resolve())
@@ -130,6 +131,9 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
                track: dict) -> dict:
     store = LineageStore(Layout())
     nproc = stage_ranks(stage)
+    if stage == "train":  # what a long start is busy with (prune and retrain follow at once)
+        progress.emit({"event": "status", "text": f"loading {ref['name']}: {_size(ref)}"
+                                                   f"{', parent state ' + parent[:12] if parent else ', new lineage'}"})
     if nproc == 1:
         model, data, cfg = adapters.stage_inputs(store, stage, index, ref, parent, preset)
     else:  # the ranks load their own
@@ -188,6 +192,12 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
              + (f", kept {result['kept']} weights" if stage == "prune" else ""))
     progress.emit({"event": "stage_end", "task": ref["name"], "stage": stage, "seconds": compute})
     return {"stage": stage, "state": digest, "compute_s": compute, "free_capacity": free, "result": result}
+
+
+def _size(ref: dict) -> str:
+    rows = ref.get("rows")
+    what = "user sequences" if ref.get("kind") == "sequence" else "rows"
+    return f"{rows:,} {what}" if isinstance(rows, int) else "prepared data"
 
 
 def stage_ranks(stage: str) -> int:

@@ -1,6 +1,8 @@
 """Reading one task table (CSV or Parquet) into Arrow, with one-sentence errors for bad files."""
 from __future__ import annotations
 
+import csv
+import gzip
 import stat
 from pathlib import Path
 
@@ -77,39 +79,35 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
 
 
 def _read_csv(path: Path) -> pa.Table:
-    bad: list = []
-
-    def on_invalid(row):  # record the first ragged row so the message can name it
-        bad.append(row)
-        return "error"
-
+    # No Python callback (invalid_row_handler) goes into Arrow's threaded reader: the reader is
+    # released on an Arrow thread, sometimes after the interpreter began to exit, and releasing a
+    # Python object there aborts the process ("terminate called without an active exception",
+    # exit 134). A ragged row is found by ``_first_ragged_row`` on the error path instead.
     try:
-        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-                             read_options=pcsv.ReadOptions(block_size=1 << 26))
+        return pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 26))
     except pa.ArrowInvalid as exc:
-        if bad:
-            row = bad[0]
-            line = _line_of(path, row.text)
-            where = f"line {line}" if line else "a row"
-            raise DataError(f"{path}: {where} has {row.actual_columns} fields where the header has "
-                            f"{row.expected_columns} ({row.text[:60]!r}); fix or remove that row.",
-                            file=str(path), examples=[row.text[:60]]) from None
         if "Empty CSV" in str(exc):
             raise DataError(f"{path}: the file is empty; export the table again with a header and rows.",
                             file=str(path)) from None
+        ragged = _first_ragged_row(path)
+        if ragged:
+            line, fields, expected, text = ragged
+            raise DataError(f"{path}: line {line} has {fields} fields where the header has {expected} "
+                            f"({text[:60]!r}); fix or remove that row.", file=str(path), examples=[text[:60]]) from None
         raise DataError(f"{path}: not a readable CSV file ({_short(exc)}); export it again as "
                         f"comma-separated UTF-8 with a header row.", file=str(path)) from None
 
 
-def _line_of(path: Path, text: str) -> int | None:
-    """1-based line number of a ragged row (error path only, so a plain scan is fine)."""
-    if path.name.endswith(".gz"):
-        return None
-    target = text.encode()
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.rstrip(b"\r\n") == target:
-                return number
+def _first_ragged_row(path: Path) -> tuple[int, int, int, str] | None:
+    """(line, fields, header fields, text) of the first row whose field count differs from the
+    header's (error path only, so a plain scan is fine); None when every row fits."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, None)
+        for row in rows:
+            if header is not None and row and len(row) != len(header):
+                return rows.line_num, len(row), len(header), ",".join(row)
     return None
 
 

@@ -20,12 +20,12 @@ def lineage_digests(lineage: Lineage) -> dict[str, str]:
             "heads": tensors_digest(heads)}
 
 
-def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def run_rank(rank: int, world: int, init_file: str, out_dir: str, model: dict | None = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         tasks = make_tasks()
-        lineage = Lineage.new(ModelConfig(**MODEL), tasks[0].num_items)
+        lineage = Lineage.new(ModelConfig(**(model or MODEL)), tasks[0].num_items)
         record = {"after": {}, "digests": []}
         for i, task in enumerate(tasks):
             lineage.learn(task, cfg_for(i))
@@ -34,6 +34,7 @@ def run_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
         record["final"] = {t.name: lineage.evaluate(t) for t in tasks}
         idx, scores, _ = outputs(lineage, tasks[0])
         record["t1_scores"] = tensors_digest({"idx": idx, "scores": scores})
+        record["heads"] = {n: sorted(h.state_dict()) for n, h in lineage.heads.items()}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from conure_core.distributed import DistributedError, launch
+
+REPO = Path(__file__).resolve().parents[2]
 
 RANK_DIES = '''
 import os, sys
@@ -30,3 +34,30 @@ def test_all_ranks_succeeding_returns(tmp_path):
     seen: list[str] = []
     launch("fine", [], 2, on_line=seen.append, env={"PYTHONPATH": str(tmp_path)})
     assert sorted(seen) == ["ok 0", "ok 1"]
+
+
+RANK_RAISES = '''
+import os
+from conure_core.distributed import rank_main
+
+def body():
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("self.dim() cannot be 0 to view Float as Byte")
+
+raise SystemExit(rank_main(body))
+'''
+
+
+def test_the_failing_ranks_exception_is_named(tmp_path):
+    (tmp_path / "raises_on_rank1.py").write_text(RANK_RAISES)
+    with pytest.raises(DistributedError) as info:
+        launch("raises_on_rank1", [], 2, env={"PYTHONPATH": f"{tmp_path}:{REPO}"})
+    assert ("(rank 1: RuntimeError: self.dim() cannot be 0 to view Float as Byte); nothing was saved"
+            in str(info.value)), str(info.value)
+
+
+def test_a_plain_traceback_names_its_exception_not_torchruns(tmp_path):
+    (tmp_path / "plain.py").write_text("import os\nif os.environ['RANK'] == '0':\n    raise ValueError('bad shard')\n")
+    with pytest.raises(DistributedError) as info:
+        launch("plain", [], 2, env={"PYTHONPATH": str(tmp_path)})
+    assert "(ValueError: bad shard)" in str(info.value) and "ChildFailedError" not in str(info.value)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from conure_core.data.errors import DataError
 from conure_core.data.prepared import load_task
 from data_contracts.errors import ContractError
 from data_contracts.ingest import ingest_task, validate_task_dir
@@ -311,3 +312,30 @@ def test_list_sequence_table_without_user_column(tmp_path):
     t = pa.table({"user": [1, 2], "items": [[1, 2, 3], [2, 3, 4]]})
     _fails(make_task(tmp_path, "nu", "sequence", t), tmp_path / "o",
            needles=["missing column 'user_id' (found ['user', 'items'])", "set 'columns' in task.yaml"])
+
+
+def test_csv_reader_gets_no_python_callback(tmp_path, monkeypatch):
+    """Arrow releases its threaded CSV reader on one of its own threads, sometimes while the
+    interpreter exits: a Python callable inside it (invalid_row_handler) then aborted the process
+    with exit 134 ('terminate called without an active exception'). None may go in."""
+    import pyarrow.csv as pcsv
+
+    from conure_core.data import tables
+
+    seen = []
+    real = pcsv.read_csv
+
+    def spy(*args, parse_options=None, **kwargs):
+        seen.append(parse_options)
+        return real(*args, parse_options=parse_options, **kwargs)
+
+    monkeypatch.setattr(tables.pcsv, "read_csv", spy)
+    good, ragged = tmp_path / "good.csv", tmp_path / "ragged.csv"
+    good.write_text("user_id,label\n1,a\n")
+    ragged.write_text('user_id,label\n1,a\n2,"b,c",d\n')
+    assert tables.read_table(good).num_rows == 1
+    with pytest.raises(DataError) as info:
+        tables.read_table(ragged)
+    assert str(info.value) == (f"{ragged}: line 3 has 3 fields where the header has 2 ('2,b,c,d'); "
+                               "fix or remove that row.")
+    assert seen and all(o is None or o.invalid_row_handler is None for o in seen)

@@ -21,6 +21,7 @@ os.environ["PREFECT_HOME"] = str(HOME / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{HOME / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)  # the embedded temporary server, never a real one
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["CONURE_SERVER_IDLE"] = "20"  # the shared server of `conure` subprocesses outlives no test session
 
 TASKS = ("clicks", "liked", "gender")
 MAX_USER = 300
@@ -96,5 +97,8 @@ def learned(task_dirs, preset_file) -> dict:
 @pytest.fixture(scope="session", autouse=True)
 def _cleanup_task_dirs():
     yield
+    from tasks.prefect_server import Paths, stop
+
+    stop(Paths(HOME / "prefect"))
     shutil.rmtree(HOME.parent / f"{HOME.name}-tasks", ignore_errors=True)
     (HOME.parent / f"{HOME.name}-tiny.json").unlink(missing_ok=True)

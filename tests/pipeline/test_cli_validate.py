@@ -96,3 +96,17 @@ def test_learn_refuses_a_symlinked_table_like_validate(learned, tmp_path):
     assert "data.csv: is a symbolic link" in str(info.value) and "secret" not in str(info.value)
     assert (HOME / "lineages" / "e2e" / "HEAD.json").read_text() == head_before
     assert not (HOME / "prepared" / "linked").exists()
+
+
+@pytest.mark.slow
+def test_validate_exits_3_every_time(learned, tmp_path):
+    """A missing column and a header-only CSV, with and without --lineage, 32 times: exit 3 each
+    time (Arrow's CSV reader once held a Python callback and aborted the exit with 134 in ~1 of 8)."""
+    missing, header_only = tmp_path / "missing", tmp_path / "header"
+    for d, text in ((missing, "user_id,item\n1,2\n3,4\n"), (header_only, "user_id,label\n")):
+        d.mkdir()
+        (d / "task.yaml").write_text("name: liked\nkind: item\n")
+        (d / "data.csv").write_text(text)
+    codes = [conure("validate", str(d), *extra, home=HOME).returncode
+             for _ in range(8) for d in (missing, header_only) for extra in ((), ("--lineage", "e2e"))]
+    assert codes == [3] * 32
