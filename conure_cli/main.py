@@ -56,6 +56,9 @@ app = _App(name="conure", add_completion=False, pretty_exceptions_enable=False, 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's own logs.")) -> None:
     _STATE["debug"] = _STATE["debug"] or debug
+    from tasks.settings import configure_process
+
+    configure_process()  # this command's own process (importing `tasks` changes nothing)
 
 
 def _flows(early_server: bool = True):
@@ -63,7 +66,6 @@ def _flows(early_server: bool = True):
 
     early_server: boot Prefect's temporary server in parallel with the imports (not for `serve`,
     which needs a server with its scheduler, see deployments/serve.py)."""
-    import tasks  # noqa: F401  (Prefect settings first)
     from tasks import prefect_server
 
     if early_server:
@@ -165,7 +167,6 @@ def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
              ) -> None:
     """Check a task folder against its data contract (Great Expectations) without learning it; nothing is
     written. Exit code 0 when it passes, 3 when it does not (4 for an unknown --lineage)."""
-    import tasks  # noqa: F401
     from data_contracts.errors import ContractError
     from data_contracts.ingest import validate_task_dir
     from tasks.adapters import abs_path
@@ -222,7 +223,6 @@ def report(lineage: str = LINEAGE,
            as_json: bool = typer.Option(False, "--json", help="One JSON object: lineage, strategy, tasks, metric, "
                                                               "matrix, free_capacity, state_digest, backfills.")) -> None:
     """Accuracy matrix, free capacity and the comparison with backfilled orderings / strategies of a lineage."""
-    import tasks  # noqa: F401
     from tasks.reporting import lineage_report
 
     result = lineage_report(lineage)
@@ -244,7 +244,6 @@ def predict(lineage: str = LINEAGE,
             k: int = typer.Option(10, "-k", help="How many items (item tasks)."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Top-k items (item tasks, T1) or the class with its probabilities (class tasks) for one user."""
-    import tasks  # noqa: F401
     from tasks.serving import predict_user
 
     answer = predict_user(lineage, task, user, k)
@@ -262,7 +261,6 @@ def predict(lineage: str = LINEAGE,
 def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.0.0.1."),
        dry_run: bool = typer.Option(False, "--dry-run", help="Print the URL and the command, start nothing.")) -> None:
     """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs (until Ctrl-C / SIGTERM)."""
-    import tasks  # noqa: F401
     from tasks.settings import Layout
     from tasks.stores import ensure_tracking_store
     from tasks.tracking import MlflowClient
@@ -295,7 +293,9 @@ def _run_server(cmd: list[str]) -> int:
 
     from tasks.prefect_server import die_with_parent
 
-    proc = subprocess.Popen(cmd, start_new_session=True,
+    from tasks.settings import child_env
+
+    proc = subprocess.Popen(cmd, start_new_session=True, env=child_env(),
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def on_signal(signum, _frame):

@@ -113,15 +113,15 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
             frame = suites.sequence_frame(users, lists)
             suite = suites.suite("sequence", min_seq_len=manifest.min_seq_len,
                                  int_items=pa.types.is_integer(lists.type.value_type),
-                                 int_users=pa.types.is_integer(users.type))
+                                 int_users=pa.types.is_integer(users.type), forms=suites.form_columns(frame))
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, lists, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
         if t1_dir is None and not require_t1:  # `conure validate` of a lone folder: all but the join
             users, labels = prep.label_source(table, columns, str(file))
-            frame = suites.label_frame(users, labels, None)
+            frame = suites.label_frame(users, labels, None, label_ids=manifest.kind == "item")
             suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(),
-                                 unique_users=manifest.kind == "class")
+                                 unique_users=manifest.kind == "class", forms=suites.form_columns(frame))
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame),
                             timings=_lap(clock))
@@ -133,9 +133,9 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
         users, labels = prep.label_source(table, columns, str(file))
         t1_ref, t1_users = prep.t1_reference(t1_dir, task_root or Path(t1_dir).parent.parent / manifest.name)
         rows = prep.lookup_users(users, t1_users)
-        frame = suites.label_frame(users, labels, rows >= 0)
+        frame = suites.label_frame(users, labels, rows >= 0, label_ids=manifest.kind == "item")
         suite = suites.suite(manifest.kind, label_bounds=manifest.label_bounds(), known_floor=known_user_floor,
-                             unique_users=manifest.kind == "class")
+                             unique_users=manifest.kind == "class", forms=suites.form_columns(frame))
         result = _timed_validate(frame, suite, clock)
         return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame), t1_ref,
                         rows, _lap(clock), t1_users)

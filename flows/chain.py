@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks import adapters, artifacts, caching, progress, steps
 from tasks.errors import PipelineError
 from tasks.store import Head, LearnedTask, LineageStore, write_json

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
 from prefect import flow
 
 from data_contracts.landing import readiness, signature, task_folders

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from tasks.errors import PipelineError
+from tasks.settings import child_env
 
 _server: dict = {}
 
@@ -52,7 +53,7 @@ def start_early() -> str | None:
     home = Path(os.environ.get("PREFECT_HOME", "."))
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    env = {**child_env(), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(site), "--factory",
                              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "error", "--lifespan", "on"],

@@ -7,7 +7,6 @@ answer is what ``conure predict --json`` prints for it (same code: ``tasks.servi
 a row naming an unknown user or a task this version has not learned gets
 ``{"user", "task", "error": "<one sentence>"}`` instead. Needs only the installed ``conure`` package.
 """
-import os
 from pathlib import Path
 
 import mlflow
@@ -18,10 +17,7 @@ from mlflow.pyfunc import PythonModel
 class ConureModel(PythonModel):
     def load_context(self, context) -> None:
         state = Path(context.artifacts["state"])
-        # importing `tasks` creates a CONURE_HOME; a serving process has none of its own, so keep it
-        # inside this model's local copy instead of the current folder
-        os.environ.setdefault("CONURE_HOME", str(state.parent / ".conure-home"))
-        from tasks.serving import Predictor
+        from tasks.serving import Predictor  # changes nothing in the serving process (no folder, no variable)
 
         config = context.model_config or {}
         label = f"model conure-{config.get('lineage', '?')} after {len(config.get('tasks', []))} task(s)"
@@ -31,11 +27,12 @@ class ConureModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in ("user", "task") if c not in frame.columns]
-        if missing:
-            return [{"error": f"input has no column {', '.join(missing)}; send rows with 'user' and 'task'."}]
         k = int((params or {}).get("k", 10))
-        if k < 1:
-            return [{"error": f"param k={k} must be at least 1."}]
+        problem = (f"input has no column {', '.join(missing)}; send rows with 'user' and 'task'." if missing else
+                   f"param k={k} must be at least 1." if k < 1 else None)
+        if problem:  # one answer per input row, lined up with the request
+            return [{**{c: str(row[c]) for c in ("user", "task") if c in frame.columns}, "error": problem}
+                    for _, row in frame.iterrows()]
         return self.predictor.answer_rows(frame["user"].astype(str).tolist(), frame["task"].astype(str).tolist(), k)
 
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import get_run_logger, task
 
 from tasks import adapters, progress
