@@ -195,6 +195,52 @@ def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
 
 
 @app.command()
+def land(src: Path = typer.Argument(..., help="Task folder to land (task.yaml + table)."),
+         landing: Optional[Path] = typer.Option(None, help="Landing folder (default $CONURE_HOME/landing)."),
+         name: Optional[str] = typer.Option(None, help="Folder name in landing (default: SRC's name)."),
+         replace: bool = typer.Option(False, "--replace", help="Swap a landed folder of that name for SRC."),
+         in_place: bool = typer.Option(False, "--in-place", help="Seal SRC where it is (a folder already "
+                                                                  "copied into landing) instead of copying it.")) -> None:
+    """Copy a task folder into the landing folder and seal it last: its _SUCCESS marker lists every file
+    with its size and SHA-256, so the landing watch learns it only complete and unchanged."""
+    from data_contracts import landing as contract
+    from data_contracts.errors import ContractError
+    from tasks.errors import PipelineError
+    from tasks.settings import Layout
+
+    try:
+        final = contract.land(src, landing or Layout().landing, name, replace, in_place=in_place)
+    except FileExistsError as exc:
+        raise PipelineError(str(exc)) from None
+    except ValueError as exc:
+        raise ContractError(str(exc), file=str(src)) from None
+    files = contract.read_marker(final) or {}
+    print(f"landed {final}: {len(files)} file(s), {sum(f['size'] for f in files.values()):,} bytes, "
+          f"sealed by {contract.MARKER}")
+
+
+@app.command()
+def rollback(lineage: str = typer.Option(..., "--lineage", "-l", help="Lineage to move back."),
+             to: int = typer.Option(..., "--to", help="Keep the first N tasks: the lineage's state after task N."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Move a lineage back to its state after task N (HEAD, registry alias head, an MLflow run saying so).
+    Nothing is deleted; replace the wrongly learned folder and learn it again."""
+    from tasks.rollback import rollback as roll_back
+
+    out = roll_back(lineage, to)
+    if as_json:
+        print(json.dumps(out))
+    elif not out["changed"]:
+        print(f"lineage '{lineage}' already holds {to} task(s); nothing changed.")
+    else:
+        version = out["mlflow"]["head_version"]
+        print(f"lineage '{lineage}': {out['from_tasks']} -> {out['to_tasks']} tasks (dropped "
+              f"{', '.join(out['dropped'])}); state {out['to_state'][:12]}; registry alias head -> "
+              f"{'version ' + version if version else 'no version (none registered)'}; previous HEAD kept in "
+              f"{out['history']}")
+
+
+@app.command()
 def backfill(lineage: str = typer.Option(..., "--lineage", "-l", help="Source lineage whose tasks are re-ordered."),
              order: List[str] = typer.Option(..., help="Comma-separated task names, T1 first (repeat for several)."),
              strategy: str = typer.Option("conure", help="conure, or a baseline: sinmo, sinmoall, finesmax, "

@@ -59,3 +59,26 @@ def matrix_rows(report: dict) -> list[dict]:
     return [{"after": t, **{f"{c} ({metric[c]})": (None if v is None else round(v, 4)) for c, v in zip(tasks, row)},
              "free capacity": free[i] if i < len(free) else None}
             for i, (t, row) in enumerate(zip(tasks, report["matrix"]))]
+
+
+def lineage_tag(lineage: str) -> str:
+    return f"lineage:{lineage}"
+
+
+def tag_flow_run(lineage: str):
+    """Tag the current flow run ``lineage:<name>`` (a deployment run is created before its
+    parameters are read, so the tag is added here) and return a context that tags the task runs
+    created inside it. A UI nicety: never fails the run."""
+    import prefect
+    from prefect.runtime import flow_run
+
+    tag = lineage_tag(lineage)
+    try:
+        if flow_run.id and tag not in (flow_run.tags or []):
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(flow_run.id, tags=sorted({*(flow_run.tags or []), tag}))
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("conure").warning(f"could not tag the flow run with {tag}: {exc}")
+    return prefect.tags(tag)

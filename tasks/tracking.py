@@ -305,6 +305,27 @@ class Tracker:
         self.client.set_registered_model_alias(name, f"tasks-{len(tasks)}", version)
         return str(version)
 
+    def roll_back_registry(self, state_digest: str, to: int, before: int) -> str | None:
+        """Alias ``head`` -> the version of ``state_digest`` (the state after ``to`` tasks); the aliases
+        ``tasks-k`` of the dropped tasks (k > to) are removed, their versions stay. None: no such version."""
+        name = model_name(self.lineage)
+        try:
+            versions = [v for v in self.client.search_model_versions(f"name='{name}'")
+                        if v.tags.get("state_digest") == state_digest]
+        except mlflow.exceptions.MlflowException:
+            return None
+        if not versions:
+            return None
+        version = str(versions[0].version)
+        self.client.set_registered_model_alias(name, HEAD_ALIAS, version)
+        self.client.set_registered_model_alias(name, f"tasks-{to}", version)
+        for k in range(to + 1, before + 1):
+            try:
+                self.client.delete_registered_model_alias(name, f"tasks-{k}")
+            except mlflow.exceptions.MlflowException:
+                pass  # never set (e.g. a lineage learned before aliases existed)
+        return version
+
 
 def heatmap_png(tasks: list[str], metrics: list[str], matrix: list[list[float | None]]) -> bytes:
     """Accuracy matrix heatmap; cells above the diagonal (tasks not yet learned) stay blank."""

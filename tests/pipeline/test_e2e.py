@@ -154,12 +154,13 @@ def test_report_json_keys(learned):
 def test_landing_watch_learns_each_folder_once(learned, task_dirs, preset_file, tmp_path):
     import shutil
 
+    from data_contracts.landing import seal
     from flows.landing import watch_landing
 
     landing = tmp_path / "landing"
     for d in task_dirs[1:] + task_dirs[:1]:  # T1 lands last, yet goes first; then by arrival (marker time)
         shutil.copytree(d, landing / d.name)
-        (landing / d.name / "_SUCCESS").touch()  # the producer's completion marker, written last
+        seal(landing / d.name)  # the producer's completion marker (files, sizes, SHA-256), written last
     first = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
     assert [x["task"] for x in first["learned"]] == list(TASKS) and not first["failed"]
     second = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
