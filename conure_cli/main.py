@@ -304,20 +304,29 @@ def predict(lineage: str = LINEAGE,
 
 
 @app.command()
-def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+def ui(lineage: str = LINEAGE,
+       port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: CONURE_MLFLOW_UI's port, else 5000)."),
        dry_run: bool = typer.Option(False, "--dry-run", help="Print the URL and the command, start nothing.")) -> None:
-    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs (until Ctrl-C / SIGTERM)."""
+    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs in the model-training view
+    (until Ctrl-C / SIGTERM). Links in Prefect artifacts point at CONURE_MLFLOW_UI (default http://127.0.0.1:5000)."""
+    from urllib.parse import urlsplit
+
     from tasks.settings import Layout
     from tasks.stores import ensure_tracking_store
-    from tasks.tracking import MlflowClient
+    from tasks.tracking import WORKFLOW, MlflowClient, ui_base
 
     lay = Layout()
     ensure_tracking_store(lay.tracking_uri())  # never let the UI server create (and half-make) it
+    links = ui_base()
+    port = port or urlsplit(links).port or 5000
     base = f"http://127.0.0.1:{port}"
     exp = MlflowClient(tracking_uri=lay.tracking_uri()).get_experiment_by_name(lineage)
-    url = f"{base}/#/experiments/{exp.experiment_id}/runs" if exp else f"{base}/#/experiments"
+    url = f"{base}/#/experiments/{exp.experiment_id}/runs?{WORKFLOW}" if exp else f"{base}/#/experiments?{WORKFLOW}"
     if exp is None:
         console.print(f"no MLflow experiment for lineage '{lineage}' yet; showing all experiments")
+    if urlsplit(links).port not in (None, port) and not lay.tracking_uri().startswith("http"):
+        console.print(f"links in Prefect artifacts point at {links}; set CONURE_MLFLOW_UI={base} before runs "
+                      "to make them point here", highlight=False)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", lay.tracking_uri(),
            "--default-artifact-root", lay.artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)]
     print(f"MLflow UI: {url}")

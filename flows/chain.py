@@ -184,6 +184,8 @@ def ingest(fr: FlowRun, task_dir: Path, t1: dict | None, floor: float) -> dict:
     kwargs = {"task_dir": str(task_dir), "folder_digest": digest, "t1": t1, "floor": floor, "lineage": fr.lineage}
     ref = fr.stats.call(steps.ingest, **kwargs)
     ref["folder_digest"] = digest
+    if ref.get("max_len_note"):  # never drop interactions without a word
+        warn(ref["max_len_note"])
     return ref
 
 

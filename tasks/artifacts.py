@@ -38,7 +38,9 @@ def validation_summary(ref: dict, task_dir: str, floor: float) -> dict:
     return {"ok": True, "task": ref["name"], "kind": ref["kind"], "folder": str(Path(task_dir).resolve()),
             "rows": ref.get("rows"), "splits": ref.get("splits"), "unknown_users_quarantined": ref.get("quarantined", 0),
             "duplicates_dropped": ref.get("duplicates_dropped", 0), "known_user_floor": floor,
-            "prepared_digest": ref["digest"]}
+            "prepared_digest": ref["digest"],
+            **({k: ref.get(k, 0) for k in ("interactions", "interactions_dropped", "users_cut", "max_len_note")}
+               if ref.get("interactions") else {})}
 
 
 def validation_markdown(summary: dict) -> str:
@@ -49,7 +51,8 @@ def validation_markdown(summary: dict) -> str:
             f"| folder | rows | train / valid / test | unknown users quarantined | duplicates dropped |\n"
             f"|---|---|---|---|---|\n| `{summary['folder']}` | {summary['rows']} | "
             f"{splits.get('train')} / {splits.get('valid')} / {splits.get('test')} | "
-            f"{summary['unknown_users_quarantined']} | {summary['duplicates_dropped']} |\n")
+            f"{summary['unknown_users_quarantined']} | {summary['duplicates_dropped']} |\n"
+            + (f"\n{summary['max_len_note']}\n" if summary.get("max_len_note") else ""))
 
 
 def matrix_rows(report: dict) -> list[dict]:

@@ -83,8 +83,10 @@ def task_run(tracker, track: dict, ref: dict) -> str:
         run = tracker.start_run(ref["name"], parent=track["flow_run"],
                                 tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.kind": ref["kind"],
                                       "conure.step": str(track["step"])})
+        data = {k: ref[k] for k in ("interactions", "interactions_dropped", "users_cut") if ref.get("interactions")}
         tracker.log_params(run, {"task": ref["name"], "kind": ref["kind"], "strategy": track.get("strategy", "conure"),
-                                 "step": track["step"], "data_digest": ref["digest"]})
+                                 "step": track["step"], "data_digest": ref["digest"],
+                                 **({"data": data} if data else {})})
         tracker.log_dataset(run, ref["name"], ref["digest"], str(adapters.abs_path(Layout().root, ref["path"])),
                             "train", profile={"rows": ref.get("rows"), "splits": ref.get("splits")})
         _task_runs[key] = run
@@ -111,6 +113,7 @@ def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: flo
     ref = ingest_task(Path(task_dir), lay.prepared, t1=_t1_path(t1), known_user_floor=floor)
     out = adapters.ref_to_dict(ref, lay.root)
     out["source"] = str(Path(task_dir).resolve())
+    out["max_len_note"] = ref.cut_note()  # the flow says it at the terminal; MLflow keeps it with the run
     out["validation"] = validation_summary(out, task_dir, floor)
     log.info(f"{out['name']}: validation passed, {out['rows']} rows, {out.get('quarantined', 0)} unknown users "
              f"quarantined, prepared digest {out['digest'][:12]}")
@@ -304,13 +307,14 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     step_metrics = {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row) if v is not None}
     step_metrics.update({"free_capacity/total": free_capacity["total"],
                          **{f"free_capacity/{k}": v for k, v in free_capacity.items() if k != "total"}})
-    for target in (run, track["flow_run"]):
-        tracker.log_metrics(target, step_metrics, step=n)
-    tracker.log_owner_maps(run, _owner_maps(state_dir), n)
+    tracker.log_metrics(track["flow_run"], step_metrics, step=n)
+    tracker.log_metrics(run, {k: v for k, v in step_metrics.items() if not k.startswith("test/")}, step=n)
+    tracker.log_owner_maps(run, _owner_maps(state_dir), names)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
-    version = tracker.register(run, state_dir, adapters.abs_path(lay.root, refs[0]["path"]), names, state)
+    evaluation = [(f"test/{t}/{m}", v, r["digest"]) for t, m, v, r in zip(names, metrics, row, refs) if v is not None]
+    version = tracker.register(run, state_dir, adapters.abs_path(lay.root, refs[0]["path"]), names, state, evaluation)
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
     model = f"conure-{lineage}"
