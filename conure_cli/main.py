@@ -347,7 +347,6 @@ def _run_server(cmd: list[str]) -> int:
     import subprocess
 
     from tasks.prefect_server import die_with_parent
-
     from tasks.settings import child_env
 
     proc = subprocess.Popen(cmd, start_new_session=True, env=child_env(),

@@ -36,7 +36,7 @@ COLUMN_MEANING = {"seq_len": "sequence length", "item_min": "smallest item id",
                   "item_nulls": "empty item ids", "known_share": "share of users known to T1"}
 # Derived id-form columns: per value (label frames) or per user (sequence frames), 1 where the
 # source column's value is empty / whitespace-only, or a decimal number in a column of other ids.
-BLANK, DECIMAL = r"^\s*$", r"^\s*[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)\s*$"
+DECIMAL = r"^\s*[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 FORMS = ("blank", "decimal")
 
 
@@ -103,8 +103,10 @@ def id_forms(values: pa.Array, ids: bool = True) -> dict[str, pa.Array]:
     (e.g. Amazon ASINs). Numeric columns have none: {}."""
     if not pa.types.is_string(values.type):
         return {}
-    out = {"blank": pc.fill_null(pc.match_substring_regex(values, BLANK), False)}
-    if ids:
+    # vectorised kernels; the regex runs only when some id holds a '.' (never on clean columns)
+    blank = pc.or_(pc.equal(pc.utf8_length(values), 0), pc.utf8_is_space(values))
+    out = {"blank": pc.fill_null(blank, False)}
+    if ids and pc.any(pc.match_substring(values, ".")).as_py():
         decimal = pc.fill_null(pc.match_substring_regex(values, DECIMAL), False)
         n_decimal = pc.sum(decimal).as_py() or 0
         if 0 < n_decimal < len(values) - values.null_count - (pc.sum(out["blank"]).as_py() or 0):

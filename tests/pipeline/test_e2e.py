@@ -124,7 +124,7 @@ def test_artifacts_inputs_and_model_versions(learned, runs, client):
     assert {f"e2e-{t}" for t in TASKS} <= set(logged)
     for v, task in zip(versions, TASKS):
         model = logged[f"e2e-{task}"]
-        assert v.model_id == model.model_id and v.run_id == model.source_run_id
+        assert v.source == f"models:/{model.model_id}" and v.run_id == model.source_run_id
         assert {"name": "conure-e2e", "version": v.version} in json.loads(model.tags["mlflow.modelVersions"])
     gender_model = client.get_logged_model(logged["e2e-gender"].model_id)
     linked = {m.key: (m.value, m.dataset_name) for m in gender_model.metrics}
