@@ -84,13 +84,15 @@ def child_env(root: Path | None = None, **extra: str) -> dict[str, str]:
 def configure_process(root: Path | None = None) -> Layout:
     """Set up the ``conure`` command's own process (called when a command starts, never on import).
 
-    Prefect reads ``PREFECT_HOME`` when it is imported (it creates that folder), so the command sets
-    the run settings in its own environment before importing it; quiet libraries; the crash harness.
+    Prefect reads ``PREFECT_HOME`` when it is imported, so the command sets the run settings in its
+    own environment before importing it and creates that folder; quiet libraries; the crash harness.
     A library caller (a notebook, a model server) never needs this: paths are resolved from
     ``CONURE_HOME`` at call time and every folder is created by what writes into it.
     """
     lay = Layout(root)
     os.environ.update(environment(root))
+    # Prefect's server needs its home folder to exist (it does not create one it was pointed at)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     from tasks import crash
 

@@ -166,3 +166,24 @@ def test_landing_marker_is_not_part_of_the_data_digest(task_dirs, tmp_path):
     assert folder_digest(copy) == before
     (copy / "notes.txt").write_text("x")
     assert folder_digest(copy) != before
+
+
+def test_a_folder_changed_after_its_seal_is_held_with_its_reason_and_not_rehashed(task_dirs, preset_file, tmp_path):
+    from data_contracts.landing import land
+    from flows.landing import read_record, watch_landing
+
+    landing = tmp_path / "landing"
+    folder = land(task_dirs[0], landing, name="clicks_changed")
+    table = folder / "data.parquet"
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped after the seal: same size, other content
+    table.write_bytes(bytes(data))
+    first = watch_landing(landing=str(landing), lineage="held", preset=preset_file)
+    why = (f"mismatch: {folder}: data.parquet does not match the SHA-256 in its _SUCCESS (changed after the "
+           f"folder was sealed); replace the folder with a complete copy (`conure land SRC`) or seal it again "
+           f"if its content is right.")
+    assert (first["learned"], first["held"], first["hashed"]) == ([], {str(folder): why}, 1)
+    again = watch_landing(landing=str(landing), lineage="held", preset=preset_file)
+    assert (again["learned"], again["held"], again["hashed"]) == ([], {str(folder): why}, 0)
+    assert read_record("held")[str(folder.resolve())]["status"] == "mismatch"
+    assert not (HOME / "lineages" / "held" / "HEAD.json").exists()  # nothing learned
