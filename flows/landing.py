@@ -55,7 +55,7 @@ def scan(landing: Path, lineage: str) -> dict:
     learned = {t.folder_digest for t in head.tasks} if head else set()
     head_state = head.state_digest if head else ""
     record = read_record(lineage, store)
-    failed = {r["digest"] for r in record.values() if r.get("status") == "failed"}
+    failed = {r["digest"]: r.get("error", "") for r in record.values() if r.get("status") == "failed"}
     pending, waiting, held, skipped, hashed = [], {}, {}, [], 0
     for d in task_folders(landing):
         key, sig = str(d.resolve()), signature(d)
@@ -73,7 +73,8 @@ def scan(landing: Path, lineage: str) -> dict:
                 digest = adapters.folder_digest(d)
                 status = "learned" if digest in learned else "failed" if digest in failed else "new"
                 record[key] = known = {**(known if known and known.get("digest") == digest else {}),
-                                       "signature": sig, "digest": digest, "status": status}
+                                       "signature": sig, "digest": digest, "status": status,
+                                       **({"error": failed[digest]} if status == "failed" else {})}
         status = known["status"]
         if status == "learned" and known["digest"] in learned:
             skipped.append(str(d))

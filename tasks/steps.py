@@ -23,7 +23,7 @@ from tasks import adapters, progress
 from tasks.artifacts import artifact_key, prefect_artifact, run_name, validation_markdown, validation_summary
 from tasks.caching import cached
 from tasks.errors import PipelineError
-from tasks.settings import Layout, code_version, digest_json, quiet_prefect_logs
+from tasks.settings import Layout, child_env, code_version, digest_json, quiet_prefect_logs
 from tasks.store import LineageStore
 
 quiet_prefect_logs()
@@ -229,7 +229,7 @@ def run_on_ranks(stage: str, index: int, ref: dict, parent: str | None, preset: 
             if line.startswith(EVENT):
                 on_event(json.loads(line[len(EVENT):]))
 
-        launch("tasks.stage_worker", [str(spec)], nproc, on_line)
+        launch("tasks.stage_worker", [str(spec)], nproc, on_line, env=child_env())  # the run settings, explicitly
         done = json.loads(out.read_text())
     return done["result"], done["state"], done["free_capacity"]
 
