@@ -88,6 +88,9 @@ app = _App(name="conure", add_completion=False, pretty_exceptions_enable=False, 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's own logs.")) -> None:
     _STATE["debug"] = _STATE["debug"] or debug
+    from tasks.settings import configure_process
+
+    configure_process()  # this command's own process (importing `tasks` changes nothing)
 
 
 def _flows(early_server: bool = True):
@@ -96,7 +99,6 @@ def _flows(early_server: bool = True):
     early_server: attach to this home's shared Prefect server, starting it in parallel with the
     imports when none runs (``tasks.prefect_server``; not for `serve`, which needs a server with its
     scheduler, see deployments/serve.py)."""
-    import tasks  # noqa: F401  (Prefect settings first)
     from tasks import prefect_server
 
     if early_server:
@@ -202,7 +204,6 @@ def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
              ) -> None:
     """Check a task folder against its data contract (Great Expectations) without learning it; nothing is
     written. Exit code 0 when it passes, 3 when it does not (4 for an unknown --lineage)."""
-    import tasks  # noqa: F401
     from data_contracts.errors import ContractError
     from data_contracts.ingest import validate_task_dir
     from tasks.adapters import abs_path
@@ -228,6 +229,52 @@ def validate(task_dir: Path = typer.Argument(..., help="Task folder to check."),
         print(str(summary))
     if not summary.ok:
         raise typer.Exit(exits.BAD_INPUT)
+
+
+@app.command()
+def land(src: Path = typer.Argument(..., help="Task folder to land (task.yaml + table)."),
+         landing: Optional[Path] = typer.Option(None, help="Landing folder (default $CONURE_HOME/landing)."),
+         name: Optional[str] = typer.Option(None, help="Folder name in landing (default: SRC's name)."),
+         replace: bool = typer.Option(False, "--replace", help="Swap a landed folder of that name for SRC."),
+         in_place: bool = typer.Option(False, "--in-place", help="Seal SRC where it is (a folder already "
+                                                                  "copied into landing) instead of copying it.")) -> None:
+    """Copy a task folder into the landing folder and seal it last: its _SUCCESS marker lists every file
+    with its size and SHA-256, so the landing watch learns it only complete and unchanged."""
+    from data_contracts import landing as contract
+    from data_contracts.errors import ContractError
+    from tasks.errors import PipelineError
+    from tasks.settings import Layout
+
+    try:
+        final = contract.land(src, landing or Layout().landing, name, replace, in_place=in_place)
+    except FileExistsError as exc:
+        raise PipelineError(str(exc)) from None
+    except ValueError as exc:
+        raise ContractError(str(exc), file=str(src)) from None
+    files = contract.read_marker(final) or {}
+    print(f"landed {final}: {len(files)} file(s), {sum(f['size'] for f in files.values()):,} bytes, "
+          f"sealed by {contract.MARKER}")
+
+
+@app.command()
+def rollback(lineage: str = typer.Option(..., "--lineage", "-l", help="Lineage to move back."),
+             to: int = typer.Option(..., "--to", help="Keep the first N tasks: the lineage's state after task N."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Move a lineage back to its state after task N (HEAD, registry alias head, an MLflow run saying so).
+    Nothing is deleted; replace the wrongly learned folder and learn it again."""
+    from tasks.rollback import rollback as roll_back
+
+    out = roll_back(lineage, to)
+    if as_json:
+        print(json.dumps(out))
+    elif not out["changed"]:
+        print(f"lineage '{lineage}' already holds {to} task(s); nothing changed.")
+    else:
+        version = out["mlflow"]["head_version"]
+        print(f"lineage '{lineage}': {out['from_tasks']} -> {out['to_tasks']} tasks (dropped "
+              f"{', '.join(out['dropped'])}); state {out['to_state'][:12]}; registry alias head -> "
+              f"{'version ' + version if version else 'no version (none registered)'}; previous HEAD kept in "
+              f"{out['history']}")
 
 
 @app.command()
@@ -280,7 +327,6 @@ def report(lineage: str = LINEAGE,
            as_json: bool = typer.Option(False, "--json", help="One JSON object: lineage, strategy, tasks, metric, "
                                                               "matrix, free_capacity, state_digest, backfills.")) -> None:
     """Accuracy matrix, free capacity and the comparison with backfilled orderings / strategies of a lineage."""
-    import tasks  # noqa: F401
     from tasks.reporting import lineage_report
 
     result = lineage_report(lineage)
@@ -308,7 +354,6 @@ def predict(lineage: str = LINEAGE,
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Top-k items (item tasks, T1), the class with its probabilities (class tasks) or a number
     (regression tasks) for one user or one history (``--items``)."""
-    import tasks  # noqa: F401
     from tasks.serving import predict_user
 
     history = None if items is None else [i.strip() for i in items.split(",") if i.strip()]
@@ -329,21 +374,29 @@ def predict(lineage: str = LINEAGE,
 
 
 @app.command()
-def ui(lineage: str = LINEAGE, port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+def ui(lineage: str = LINEAGE,
+       port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: CONURE_MLFLOW_UI's port, else 5000)."),
        dry_run: bool = typer.Option(False, "--dry-run", help="Print the URL and the command, start nothing.")) -> None:
-    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs (until Ctrl-C / SIGTERM)."""
-    import tasks  # noqa: F401
+    """Start the MLflow UI on 127.0.0.1 and print the URL of the lineage's runs in the model-training view
+    (until Ctrl-C / SIGTERM). Links in Prefect artifacts point at CONURE_MLFLOW_UI (default http://127.0.0.1:5000)."""
+    from urllib.parse import urlsplit
+
     from tasks.settings import Layout
     from tasks.stores import ensure_tracking_store
-    from tasks.tracking import MlflowClient
+    from tasks.tracking import WORKFLOW, MlflowClient, ui_base
 
     lay = Layout()
     ensure_tracking_store(lay.tracking_uri())  # never let the UI server create (and half-make) it
+    links = ui_base()
+    port = port or urlsplit(links).port or 5000
     base = f"http://127.0.0.1:{port}"
     exp = MlflowClient(tracking_uri=lay.tracking_uri()).get_experiment_by_name(lineage)
-    url = f"{base}/#/experiments/{exp.experiment_id}/runs" if exp else f"{base}/#/experiments"
+    url = f"{base}/#/experiments/{exp.experiment_id}/runs?{WORKFLOW}" if exp else f"{base}/#/experiments?{WORKFLOW}"
     if exp is None:
         console.print(f"no MLflow experiment for lineage '{lineage}' yet; showing all experiments")
+    if urlsplit(links).port not in (None, port) and not lay.tracking_uri().startswith("http"):
+        console.print(f"links in Prefect artifacts point at {links}; set CONURE_MLFLOW_UI={base} before runs "
+                      "to make them point here", highlight=False)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", lay.tracking_uri(),
            "--default-artifact-root", lay.artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port)]
     print(f"MLflow UI: {url}")
@@ -364,8 +417,9 @@ def _run_server(cmd: list[str]) -> int:
     import subprocess
 
     from tasks.prefect_server import die_with_parent
+    from tasks.settings import child_env
 
-    proc = subprocess.Popen(cmd, start_new_session=True,
+    proc = subprocess.Popen(cmd, start_new_session=True, env=child_env(),
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def on_signal(signum, _frame):
@@ -435,7 +489,6 @@ app.add_typer(server_app, name="server")
 @server_app.command("status")
 def server_status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Whether the server runs: its URL, pid, and the commands using it."""
-    import tasks  # noqa: F401
     from tasks import prefect_server
 
     info = prefect_server.status()
@@ -453,7 +506,6 @@ def server_status(as_json: bool = typer.Option(False, "--json", help="Print one 
 @_stops_on_ctrl_c
 def server_start() -> None:
     """Start the server now (or find the running one) and wait until it answers."""
-    import tasks  # noqa: F401
     from tasks import prefect_server
 
     url = prefect_server.attach()
@@ -467,7 +519,6 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the server (a command still using it fails; the next one starts a fresh server)."""
-    import tasks  # noqa: F401
     from tasks import prefect_server
 
     state = prefect_server.stop()

@@ -35,6 +35,9 @@ class PreparedRef(BaseModel):
     splits: dict[str, int]
     quarantined: int = 0
     duplicates_dropped: int = 0
+    interactions: int = 0  # sequence tasks: items of every user, before max_len
+    interactions_dropped: int = 0  # ... of those, older than each user's last max_len
+    users_cut: int = 0  # users who lost items to max_len
     manifest: TaskManifest
 
     @classmethod
@@ -45,7 +48,23 @@ class PreparedRef(BaseModel):
         splits = {k: meta["splits"][k] for k in ("train", "valid", "test")}
         return cls(name=meta["name"], kind=meta["kind"], digest=meta["digest"], path=prepared_dir,
                    rows=meta["rows"], splits=splits, quarantined=meta["quarantined"],
-                   duplicates_dropped=meta.get("duplicates_dropped", 0), manifest=meta["manifest"])
+                   duplicates_dropped=meta.get("duplicates_dropped", 0), interactions=meta.get("interactions", 0),
+                   interactions_dropped=meta.get("interactions_dropped", 0), users_cut=meta.get("users_cut", 0),
+                   manifest=meta["manifest"])
+
+    def cut_note(self) -> str:
+        """What max_len dropped, in one sentence ("" when nothing)."""
+        return max_len_note(self.interactions_dropped, self.interactions, self.users_cut, self.rows,
+                            self.manifest.max_len or prep.DEFAULT_MAX_LEN, self.name)
+
+
+def max_len_note(dropped: int, interactions: int, users_cut: int, users: int, max_len: int, name: str) -> str:
+    """One sentence on the interactions that ``max_len`` leaves out ("" when none)."""
+    if not dropped:
+        return ""
+    return (f"{name}: max_len {max_len} keeps each user's last {max_len} interactions: {dropped:,} of "
+            f"{interactions:,} interactions ({users_cut:,} of {users:,} users) are left out; raise max_len in "
+            f"task.yaml to keep them.")
 
 
 class ValidationSummary(BaseModel):
@@ -56,8 +75,12 @@ class ValidationSummary(BaseModel):
     name: str | None = None
     kind: str | None = None
     file: str | None = None
-    rows: int = 0
+    rows: int = 0  # rows of the table as written
     users: int = 0
+    interactions: int | None = None  # sequence tasks: items over all users (long format: = rows)
+    interactions_dropped: int = 0  # ... older than each user's last max_len (left out when learned)
+    users_cut: int = 0
+    max_len: int | None = None
     unknown_users: int = 0
     failures: list[str] = []
     unchecked: list[str] = []  # checks that could not run (no T1 given: the join to T1)
@@ -67,6 +90,12 @@ class ValidationSummary(BaseModel):
         if self.ok:
             extra = f", {self.unknown_users} users unknown to T1 (would be quarantined)" if self.unknown_users else ""
             skipped = "".join(f"\n  not checked: {u}" for u in self.unchecked)
+            if self.interactions is not None:
+                rows = f", {self.rows:,} rows" if self.rows != self.interactions else ""
+                cut = max_len_note(self.interactions_dropped, self.interactions, self.users_cut, self.users,
+                                   self.max_len or 0, self.name or "")
+                return head + f"OK, {self.interactions:,} interactions of {self.users:,} users{rows}." + \
+                    (f"\n  {cut}" if cut else "") + skipped
             return head + f"OK, {self.rows:,} rows, {self.users:,} users{extra}.{skipped}"
         return head + f"FAILED ({len(self.failures)} problem{'s' * (len(self.failures) != 1)})\n" + \
             "\n".join(f"  - {f}" for f in self.failures)
@@ -87,6 +116,7 @@ class _Checked:
     rows: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
     t1_users: pa.Array | None = None
+    table_rows: int = 0
 
 
 def _t1_dir(t1) -> Path | None:
@@ -114,18 +144,19 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
             frame = suites.sequence_frame(users, lists)
             suite = suites.suite("sequence", min_seq_len=manifest.min_seq_len,
                                  int_items=pa.types.is_integer(lists.type.value_type),
-                                 int_users=pa.types.is_integer(users.type))
+                                 int_users=pa.types.is_integer(users.type), forms=suites.form_columns(frame))
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, lists, frame, result, suites.failures(result, frame),
-                            timings=_lap(clock))
+                            timings=_lap(clock), table_rows=table.num_rows)
         kind = kind_of(manifest.kind)
         if t1_dir is None and not require_t1:  # `conure validate` of a lone folder: all but the join
             users, labels = prep.label_source(table, columns, str(file), manifest.kind)
-            frame = suites.label_frame(users, labels, None)
-            suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), unique_users=kind.one_row_per_user)
+            frame = suites.label_frame(users, labels, None, label_ids=manifest.kind == "item")
+            suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), unique_users=kind.one_row_per_user,
+                                 forms=suites.form_columns(frame))
             result = _timed_validate(frame, suite, clock)
             return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame),
-                            timings=_lap(clock))
+                            timings=_lap(clock), table_rows=table.num_rows)
         if t1_dir is None:
             article = "an" if manifest.kind[0] in "aeiou" else "a"
             raise ContractError(f"{task_dir / 'task.yaml'}: {article} {manifest.kind} task joins to T1 by user id, "
@@ -134,12 +165,12 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
         users, labels = prep.label_source(table, columns, str(file), manifest.kind)
         t1_ref, t1_users = prep.t1_reference(t1_dir, task_root or Path(t1_dir).parent.parent / manifest.name)
         rows = prep.lookup_users(users, t1_users)
-        frame = suites.label_frame(users, labels, rows >= 0)
+        frame = suites.label_frame(users, labels, rows >= 0, label_ids=manifest.kind == "item")
         suite = suites.suite(manifest.kind, label_bounds=_bounds(manifest), known_floor=known_user_floor,
-                             unique_users=kind.one_row_per_user)
+                             unique_users=kind.one_row_per_user, forms=suites.form_columns(frame))
         result = _timed_validate(frame, suite, clock)
         return _Checked(manifest, file, users, labels, frame, result, suites.failures(result, frame), t1_ref,
-                        rows, _lap(clock), t1_users)
+                        rows, _lap(clock), t1_users, table.num_rows)
     except DataError as exc:
         raise ContractError.from_data_error(exc) from None
 
@@ -178,9 +209,14 @@ def validate_task_dir(task_dir: Path, t1=None, *, known_user_floor: float = 0.5)
         f"no T1 was given"]
     if c.rows is not None and (c.rows < 0).any():
         unknown = pc.count_distinct(c.users.filter(pa.array(c.rows < 0))).as_py()
+    cut = {}
+    if c.manifest.kind == "sequence":
+        max_len = c.manifest.max_len or prep.DEFAULT_MAX_LEN
+        cut = {**prep.cut_by_max_len(c.values, max_len), "max_len": max_len}
+        cut.pop("users")
     return ValidationSummary(ok=not c.failures, task_dir=task_dir, name=c.manifest.name, kind=c.manifest.kind,
-                             file=rel, rows=len(c.frame), users=int(c.frame["user_id"].nunique()),
-                             unknown_users=unknown, unchecked=unchecked,
+                             file=rel, rows=c.table_rows, users=int(c.frame["user_id"].nunique()),
+                             unknown_users=unknown, unchecked=unchecked, **cut,
                              failures=[suites.describe(f, str(c.file)) for f in c.failures])
 
 

@@ -7,15 +7,12 @@ label tables (a few million rows) are validated as they are, plus a derived ``kn
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # What to do when an expectation fails, by expectation type (and column where it matters).
 FIXES = {
@@ -37,6 +34,10 @@ COLUMN_FIXES = {
 }
 COLUMN_MEANING = {"seq_len": "sequence length", "item_min": "smallest item id",
                   "item_nulls": "empty item ids", "known_share": "share of users known to T1"}
+# Derived id-form columns: per value (label frames) or per user (sequence frames), 1 where the
+# source column's value is empty / whitespace-only, or a decimal number in a column of other ids.
+DECIMAL = r"^\s*[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+FORMS = ("blank", "decimal")
 
 
 @lru_cache(maxsize=1)
@@ -54,15 +55,18 @@ def context():
 @lru_cache(maxsize=64)
 def suite(kind: str, *, min_seq_len: int = 2, label_bounds: tuple[int, int] | None = (1, 10_000_000),
           known_floor: float | None = None, int_items: bool = True, int_users: bool = False,
-          unique_users: bool = False):
+          unique_users: bool = False, forms: tuple[str, ...] = ()):
     """The expectation suite of one table kind with its bounds (cached per process); ``label_bounds``:
-    distinct labels allowed (None: labels are numbers, not counted)."""
+    distinct labels allowed (None: labels are numbers, not counted); ``forms``: the frame's derived
+    id-form columns (``form_columns``), each expected to be 0 everywhere."""
     import great_expectations as gx
     E = gx.expectations
     ctx, _ = context()
-    name = f"{kind}-{min_seq_len}-{label_bounds}-{known_floor}-{int_items}-{int_users}-{unique_users}"
+    name = f"{kind}-{min_seq_len}-{label_bounds}-{known_floor}-{int_items}-{int_users}-{unique_users}-{forms}"
     s = ctx.suites.add(gx.ExpectationSuite(name=name))
     s.add_expectation(E.ExpectColumnValuesToNotBeNull(column="user_id"))
+    for column in forms:
+        s.add_expectation(E.ExpectColumnMaxToBeBetween(column=column, max_value=0))
     if kind == "sequence":
         s.add_expectation(E.ExpectColumnValuesToBeUnique(column="user_id"))
         # Column min/max aggregates, not per-value "between" checks: GX's pandas "between" calls a
@@ -87,8 +91,61 @@ def suite(kind: str, *, min_seq_len: int = 2, label_bounds: tuple[int, int] | No
     return s
 
 
+def form_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The frame's derived id-form columns (``<column>_blank``, ``<column>_decimal``)."""
+    return tuple(c for c in frame.columns if c.rsplit("_", 1)[-1] in FORMS)
+
+
+def id_forms(values: pa.Array, ids: bool = True) -> dict[str, pa.Array]:
+    """Boolean masks of a string column's bad values: ``blank`` (empty or whitespace-only) and, for
+    an id column, ``decimal`` (numbers such as '4.5' in a column that also holds other ids: two
+    types mixed, usually a number column pasted into the ids). Integer-like and text ids may mix
+    (e.g. Amazon ASINs). Numeric columns have none: {}."""
+    if not pa.types.is_string(values.type):
+        return {}
+    # vectorised kernels; the regex runs only when some id holds a '.' (never on clean columns)
+    blank = pc.or_(pc.equal(pc.utf8_length(values), 0), pc.utf8_is_space(values))
+    out = {"blank": pc.fill_null(blank, False)}
+    if ids and pc.any(pc.match_substring(values, ".")).as_py():
+        decimal = pc.fill_null(pc.match_substring_regex(values, DECIMAL), False)
+        n_decimal = pc.sum(decimal).as_py() or 0
+        if 0 < n_decimal < len(values) - values.null_count - (pc.sum(out["blank"]).as_py() or 0):
+            out["decimal"] = decimal
+    return out
+
+
+def _add_forms(frame: dict, attrs: dict, column: str, values: pa.Array, ids: bool, rows: bool = False,
+               per_user=None) -> None:
+    """Derived form columns of ``values`` into ``frame``; counts and examples into ``attrs``.
+
+    Row-level (``per_user`` None): the column is the mask (``rows``: name file rows in examples).
+    Per user (``per_user=(starts, lens, users)`` over the list values): the column counts each
+    user's bad items, and the examples name their users."""
+    masks = {form: mask.to_numpy(zero_copy_only=False) for form, mask in id_forms(values, ids).items()}
+    for form, flags in masks.items():
+        if not flags.any():
+            continue
+        bad = np.flatnonzero(flags)
+        name = f"{column}_{form}"
+        frame[name] = flags.astype(np.int32) if per_user is None else \
+            _segment(np.add.reduceat, flags.astype(np.int32), *per_user[:2], 0)
+        info = {"column": column, "form": form, "count": int(len(bad)),
+                "values": [_py(v) for v in values.take(pa.array(bad[:3])).to_pylist()]}
+        if rows:
+            info["rows"] = [int(i) + 1 for i in bad[:3]]
+        if per_user is not None:
+            owners = np.searchsorted(per_user[0], bad[:3], side="right") - 1
+            info["users"] = [_py(u) for u in per_user[2].take(pa.array(owners)).to_pylist()]
+        if form == "decimal":
+            others = np.flatnonzero(~flags & ~masks["blank"] & ~values.is_null().to_numpy(zero_copy_only=False))
+            info["others"] = [_py(v) for v in values.take(pa.array(others[:2])).to_pylist()]
+            info["other_count"] = int(len(others))
+        attrs[name] = info
+
+
 def sequence_frame(users: pa.Array, lists: pa.Array) -> pd.DataFrame:
-    """One row per user: user_id, seq_len, item_nulls, item_min (int items), user_min (int users)."""
+    """One row per user: user_id, seq_len, item_nulls, item_min (int items), user_min (int users),
+    and the id-form columns of string ids (``user_id_blank``, ``item_id_decimal``, ...)."""
     offsets = np.asarray(lists.offsets.to_numpy(), dtype=np.int64)
     lens = np.diff(offsets)
     if lists.null_count:
@@ -106,20 +163,31 @@ def sequence_frame(users: pa.Array, lists: pa.Array) -> pd.DataFrame:
         frame["item_min"] = _segment(np.minimum.reduceat, vals, starts, lens, 0)
     if pa.types.is_integer(users.type):
         frame["user_min"] = pc.fill_null(users, 0).to_numpy()
-    return pd.DataFrame(frame)
+    attrs: dict = {}
+    _add_forms(frame, attrs, "user_id", users, True)
+    _add_forms(frame, attrs, "item_id", values, True, per_user=(starts, lens, users))
+    out = pd.DataFrame(frame)
+    out.attrs["forms"] = attrs
+    return out
 
 
-def label_frame(users: pa.Array, labels: pa.Array, known: np.ndarray | None) -> pd.DataFrame:
+def label_frame(users: pa.Array, labels: pa.Array, known: np.ndarray | None, label_ids: bool = True) -> pd.DataFrame:
     """The label table as a frame; with T1, ``known`` (row's user is in T1) and ``known_share``
-    (share of the task's distinct users known to T1, the same on every row)."""
+    (share of the task's distinct users known to T1, the same on every row); the id-form columns
+    of string ids and labels (``label_ids``: the labels are ids, e.g. items, so types must not mix)."""
     frame = {"user_id": users.to_pandas(), "label": labels.to_pandas()}
+    attrs: dict = {}
+    _add_forms(frame, attrs, "user_id", users, True, rows=True)
+    _add_forms(frame, attrs, "label", labels, label_ids, rows=True)
     if known is not None:
         codes = pc.dictionary_encode(users, null_encoding="encode").indices.to_numpy(zero_copy_only=False)
         user_known = np.zeros(int(codes.max()) + 1 if len(codes) else 0, dtype=bool)
         user_known[codes[known]] = True
         frame["known"] = known
         frame["known_share"] = np.full(len(codes), user_known.mean() if len(user_known) else 0.0, np.float32)
-    return pd.DataFrame(frame)
+    out = pd.DataFrame(frame)
+    out.attrs["forms"] = attrs
+    return out
 
 
 def _out_of_bounds(frame: pd.DataFrame, column: str, lo, hi) -> tuple[list, int]:
@@ -164,6 +232,12 @@ def failures(result, frame: pd.DataFrame | None = None) -> list[dict]:
         idx = res.get("partial_unexpected_index_list") or []
         if column in COLUMN_MEANING and idx:  # derived per-user column: name the users
             examples = [{"user_id": _py(i.get("user_id")), column: _py(v)} for i, v in zip(idx, examples)]
+        form = (frame.attrs.get("forms", {}).get(column) if frame is not None else None)
+        if form is not None:
+            out.append({"expectation": cfg.type, "column": form["column"], "examples": form["values"],
+                        "unexpected_count": form["count"], "observed": None, "kwargs": {}, "form": form,
+                        "fix": FORM_FIXES[form["form"]], "exception": None})
+            continue
         if cfg.type in ("expect_column_min_to_be_between", "expect_column_max_to_be_between") \
                 and frame is not None and column in frame:
             if column == "known_share":  # name some unknown users, count them
@@ -184,8 +258,30 @@ def failures(result, frame: pd.DataFrame | None = None) -> list[dict]:
     return out
 
 
+FORM_FIXES = {"blank": "fill them or drop those rows",
+              "decimal": "an id is a whole number or a text code, never a decimal: fix the export "
+                         "(a number column was probably pasted into the ids) or drop those rows"}
+
+
+def _describe_form(form: dict, file: str) -> str:
+    """One sentence for bad id forms: file, column, count, examples (rows / values), what to do."""
+    col, n = form["column"], form["count"]
+    where = (f"rows {', '.join(map(str, form['rows']))}" if "rows" in form else
+             f"users {', '.join(repr(u) for u in form['users'])}" if "users" in form else
+             f"e.g. {', '.join(repr(v) for v in form['values'])}")
+    if form["form"] == "blank":
+        what = f"{n} empty or whitespace-only value{'s' * (n != 1)} ({where})"
+    else:
+        what = (f"ids of two types: {n} decimal number{'s' * (n != 1)} (e.g. "
+                f"{', '.join(repr(v) for v in form['values'])}) among {form['other_count']} other ids "
+                f"(e.g. {', '.join(repr(v) for v in form['others'])})")
+    return f"{file}: column '{col}' has {what}; {FORM_FIXES[form['form']]}."
+
+
 def describe(failure: dict, file: str) -> str:
     """One sentence for a failed expectation: file, expectation, column, examples, what to do."""
+    if "form" in failure:
+        return _describe_form(failure["form"], file)
     col = failure["column"]
     what = COLUMN_MEANING.get(col, f"column '{col}'")
     bounds = {k: v for k, v in failure["kwargs"].items() if k in ("min_value", "max_value") and v is not None}

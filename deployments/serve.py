@@ -17,10 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks.errors import PipelineError
 from tasks.prefect_server import stop_process
-from tasks.settings import Layout
+from tasks.settings import Layout, child_env
 
 
 def landing_trigger():
@@ -70,7 +69,8 @@ def local_server(timeout: float = 180.0):
     log_path = Path(os.environ.get("PREFECT_HOME", Layout().prefect_home)) / "server.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=child_env())
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.time() + timeout

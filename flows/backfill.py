@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
 from flows.chain import FlowRun, ref_of

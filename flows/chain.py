@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from tasks import adapters, artifacts, caching, progress, steps
 from tasks.errors import PipelineError
 from tasks.store import Head, LearnedTask, LineageStore, write_json
@@ -81,6 +80,7 @@ class FlowRun:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "FlowRun":
+        self._stack.enter_context(artifacts.tag_flow_run(self.lineage))  # Prefect runs tagged lineage:<name>
         self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=warn))
         try:
             from tasks.tracking import source_tags
@@ -185,6 +185,8 @@ def ingest(fr: FlowRun, task_dir: Path, t1: dict | None, floor: float) -> dict:
     kwargs = {"task_dir": str(task_dir), "folder_digest": digest, "t1": t1, "floor": floor, "lineage": fr.lineage}
     ref = fr.stats.call(steps.ingest, **kwargs)
     ref["folder_digest"] = digest
+    if ref.get("max_len_note"):  # never drop interactions without a word
+        warn(ref["max_len_note"])
     return ref
 
 

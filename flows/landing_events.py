@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
 from data_contracts.landing import MARKER, readiness, signature, task_folders
 from tasks.errors import PipelineError
-from tasks.settings import Layout
+from tasks.settings import Layout, configure_process
 
 EVENT = "conure.landing.ready"
 RESOURCE_PREFIX = "conure.landing."  # + the folder's absolute path; the trigger matches "conure.landing.*"
@@ -93,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls (stat calls only)")
     parser.add_argument("--rounds", type=int, default=None, help="stop after this many polls (default: never)")
     args = parser.parse_args(argv)
+    configure_process()
     try:
         watch(args.landing or Layout().landing, args.interval, args.rounds)
     except PipelineError as exc:

@@ -1,5 +1,2 @@
-"""Prefect tasks of the Conure pipeline. Importing this package configures Prefect's environment
-(``tasks.settings.configure_environment``) before Prefect itself is imported."""
-from tasks.settings import configure_environment as _configure
-
-_configure()
+"""Prefect tasks of the Conure pipeline. Importing this package changes nothing in the caller's process
+(no folder, no environment variable): the ``conure`` command calls ``tasks.settings.configure_process``."""

@@ -38,7 +38,9 @@ def validation_summary(ref: dict, task_dir: str, floor: float) -> dict:
     return {"ok": True, "task": ref["name"], "kind": ref["kind"], "folder": str(Path(task_dir).resolve()),
             "rows": ref.get("rows"), "splits": ref.get("splits"), "unknown_users_quarantined": ref.get("quarantined", 0),
             "duplicates_dropped": ref.get("duplicates_dropped", 0), "known_user_floor": floor,
-            "prepared_digest": ref["digest"]}
+            "prepared_digest": ref["digest"],
+            **({k: ref.get(k, 0) for k in ("interactions", "interactions_dropped", "users_cut", "max_len_note")}
+               if ref.get("interactions") else {})}
 
 
 def validation_markdown(summary: dict) -> str:
@@ -49,7 +51,8 @@ def validation_markdown(summary: dict) -> str:
             f"| folder | rows | train / valid / test | unknown users quarantined | duplicates dropped |\n"
             f"|---|---|---|---|---|\n| `{summary['folder']}` | {summary['rows']} | "
             f"{splits.get('train')} / {splits.get('valid')} / {splits.get('test')} | "
-            f"{summary['unknown_users_quarantined']} | {summary['duplicates_dropped']} |\n")
+            f"{summary['unknown_users_quarantined']} | {summary['duplicates_dropped']} |\n"
+            + (f"\n{summary['max_len_note']}\n" if summary.get("max_len_note") else ""))
 
 
 def matrix_rows(report: dict) -> list[dict]:
@@ -59,3 +62,26 @@ def matrix_rows(report: dict) -> list[dict]:
     return [{"after": t, **{f"{c} ({metric[c]})": (None if v is None else round(v, 4)) for c, v in zip(tasks, row)},
              "free capacity": free[i] if i < len(free) else None}
             for i, (t, row) in enumerate(zip(tasks, report["matrix"]))]
+
+
+def lineage_tag(lineage: str) -> str:
+    return f"lineage:{lineage}"
+
+
+def tag_flow_run(lineage: str):
+    """Tag the current flow run ``lineage:<name>`` (a deployment run is created before its
+    parameters are read, so the tag is added here) and return a context that tags the task runs
+    created inside it. A UI nicety: never fails the run."""
+    import prefect
+    from prefect.runtime import flow_run
+
+    tag = lineage_tag(lineage)
+    try:
+        if flow_run.id and tag not in (flow_run.tags or []):
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(flow_run.id, tags=sorted({*(flow_run.tags or []), tag}))
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("conure").warning(f"could not tag the flow run with {tag}: {exc}")
+    return prefect.tags(tag)

@@ -57,7 +57,7 @@ def point(name: str) -> None:
 
 
 def install() -> None:
-    """Read the environment once (``tasks.settings.configure_environment`` calls this)."""
+    """Read the environment once (``tasks.settings.configure_process`` calls this)."""
     global _target
     spec = os.environ.get("CONURE_CRASH_AT", "")
     if os.environ.get("CONURE_EVENTS") == "1":

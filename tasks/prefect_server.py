@@ -27,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tasks.settings import child_env, home
+
 IDLE_S = 600.0  # default of CONURE_SERVER_IDLE
 STALL_S = 120.0  # a server that answers nothing and uses no CPU for this long is stuck
 MODULE = "tasks.prefect_server"
@@ -139,12 +141,10 @@ def _free_port() -> int:
 
 def _spawn(paths: Paths) -> dict:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env = {k: v for k, v in child_env().items() if k not in _NOT_INHERITED}
     # the shape of Prefect's own temporary server: no UI, no background services
     env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1",
                PREFECT_HOME=str(paths.home))
-    from tasks.settings import home
-
     env.setdefault("CONURE_HOME", str(home()))  # the server imports `tasks`: same home, whatever its cwd
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))

@@ -10,7 +10,6 @@ row also says how many of its ids the model did not know (``unknown_items``, dro
 an unknown user, a task this version has not learned, or a history with no known item gets
 ``{"task", "error": "<one sentence>"}`` (plus its ``user``) instead. Needs only the installed ``conure`` package.
 """
-import os
 from pathlib import Path
 
 import mlflow
@@ -21,10 +20,7 @@ from mlflow.pyfunc import PythonModel
 class ConureModel(PythonModel):
     def load_context(self, context) -> None:
         state = Path(context.artifacts["state"])
-        # importing `tasks` creates a CONURE_HOME; a serving process has none of its own, so keep it
-        # inside this model's local copy instead of the current folder
-        os.environ.setdefault("CONURE_HOME", str(state.parent / ".conure-home"))
-        from tasks.serving import Predictor
+        from tasks.serving import Predictor  # changes nothing in the serving process (no folder, no variable)
 
         config = context.model_config or {}
         label = f"model conure-{config.get('lineage', '?')} after {len(config.get('tasks', []))} task(s)"

@@ -2,8 +2,9 @@
 
 Result storage, caching and locking are declared on the Prefect tasks (``tasks/caching.py``), so a
 flow run started by a Prefect worker behaves like one started by ``conure``. What is left here is
-the environment of processes that ``conure`` itself starts (where the embedded Prefect server keeps
-its database, quiet libraries); user-set variables always win.
+the environment of the processes that ``conure`` runs (where the embedded Prefect server keeps its
+database, quiet libraries), applied when a command starts and passed to its children explicitly;
+importing this module changes nothing. User-set variables always win.
 """
 from __future__ import annotations
 
@@ -50,32 +51,48 @@ class Layout:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
 
 
-def configure_environment(root: Path | None = None) -> Layout:
-    """Create the home folders and point the embedded Prefect server, MLflow and GX at them.
+def environment(root: Path | None = None) -> dict[str, str]:
+    """Settings of the processes ``conure`` runs (its own and the servers / ranks it starts).
 
-    Only for processes ``conure`` starts: a Prefect worker has read its settings before this runs,
-    which is why nothing the pipeline needs to share (results, cache, locks) is set here.
+    Only the keys the caller's environment does not set already: user-set variables always win.
+    Nothing here is exported when a module is imported; ``configure_process`` applies them to the
+    ``conure`` command's own process and ``child_env`` passes them to a child explicitly.
     """
     lay = Layout(root)
-    for d in (lay.prefect_home, lay.states, lay.lineages, lay.prepared, lay.artifacts):
-        d.mkdir(parents=True, exist_ok=True)
     env = {
-        "PREFECT_HOME": str(lay.prefect_home),  # the embedded server's database
+        "CONURE_HOME": str(lay.root),
+        "PREFECT_HOME": str(lay.prefect_home),  # the embedded server's database; Prefect reads it on import
         # analytics on the temporary server caused "database is locked" errors (DESIGN.md facts)
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         # a loaded 2-core machine needs more than the default 20 s to boot the temporary server
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_TRACKING_URI": lay.tracking_uri(),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
-        "MPLBACKEND": "Agg",  # heatmaps are files; never open a window (or need a display)
         "DO_NOT_TRACK": "true",
     }
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def child_env(root: Path | None = None, **extra: str) -> dict[str, str]:
+    """The full environment of a child process ``conure`` starts: the caller's, the run settings, ``extra``."""
+    return {**os.environ, **environment(root), **extra}
+
+
+def configure_process(root: Path | None = None) -> Layout:
+    """Set up the ``conure`` command's own process (called when a command starts, never on import).
+
+    Prefect reads ``PREFECT_HOME`` when it is imported, so the command sets the run settings in its
+    own environment before importing it and creates that folder; quiet libraries; the crash harness.
+    A library caller (a notebook, a model server) never needs this: paths are resolved from
+    ``CONURE_HOME`` at call time and every folder is created by what writes into it.
+    """
+    lay = Layout(root)
+    os.environ.update(environment(root))
+    # Prefect's server needs its home folder to exist (it does not create one it was pointed at)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     from tasks import crash
 

@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import tasks  # noqa: F401  (the same environment as the parent's steps)
 from conure_core import distributed
 from conure_core.atomic import atomic_write_bytes
 from tasks import adapters
-from tasks.settings import Layout
+from tasks.settings import Layout, configure_process
 from tasks.store import LineageStore
 
 EVENT = "CONURE_EVENT "
@@ -48,6 +47,7 @@ def run(spec: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    configure_process()  # the crash harness and quiet libraries, as in the parent's steps
     return distributed.rank_main(lambda: run(json.loads(Path(args[0]).read_text())))
 
 

@@ -16,14 +16,13 @@ import json
 import time
 from pathlib import Path
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import get_run_logger, task
 
 from tasks import adapters, progress
 from tasks.artifacts import artifact_key, prefect_artifact, run_name, validation_markdown, validation_summary
 from tasks.caching import cached
 from tasks.errors import PipelineError
-from tasks.settings import Layout, code_version, digest_json, quiet_prefect_logs
+from tasks.settings import Layout, child_env, code_version, digest_json, quiet_prefect_logs
 from tasks.store import LineageStore
 
 quiet_prefect_logs()
@@ -89,8 +88,10 @@ def task_run(tracker, track: dict, ref: dict) -> str:
         run = tracker.start_run(ref["name"], parent=track["flow_run"],
                                 tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.kind": ref["kind"],
                                       "conure.step": str(track["step"])})
+        data = {k: ref[k] for k in ("interactions", "interactions_dropped", "users_cut") if ref.get("interactions")}
         tracker.log_params(run, {"task": ref["name"], "kind": ref["kind"], "strategy": track.get("strategy", "conure"),
-                                 "step": track["step"], "data_digest": ref["digest"]})
+                                 "step": track["step"], "data_digest": ref["digest"],
+                                 **({"data": data} if data else {})})
         tracker.log_dataset(run, ref["name"], ref["digest"], str(adapters.abs_path(Layout().root, ref["path"])),
                             "train", profile={"rows": ref.get("rows"), "splits": ref.get("splits")})
         _task_runs[key] = run
@@ -118,6 +119,7 @@ def ingest(task_dir: str, folder_digest: str, t1: dict | None = None, floor: flo
     ref = ingest_task(Path(task_dir), lay.prepared, t1=_t1_path(t1), known_user_floor=floor)
     out = adapters.ref_to_dict(ref, lay.root)
     out["source"] = str(Path(task_dir).resolve())
+    out["max_len_note"] = ref.cut_note()  # the flow says it at the terminal; MLflow keeps it with the run
     out["validation"] = validation_summary(out, task_dir, floor)
     log.info(f"{out['name']}: validation passed, {out['rows']} rows, {out.get('quarantined', 0)} unknown users "
              f"quarantined, prepared digest {out['digest'][:12]}")
@@ -232,7 +234,7 @@ def run_on_ranks(stage: str, index: int, ref: dict, parent: str | None, preset: 
             if line.startswith(EVENT):
                 on_event(json.loads(line[len(EVENT):]))
 
-        launch("tasks.stage_worker", [str(spec)], nproc, on_line)
+        launch("tasks.stage_worker", [str(spec)], nproc, on_line, env=child_env())  # the run settings, explicitly
         done = json.loads(out.read_text())
     return done["result"], done["state"], done["free_capacity"]
 
@@ -308,14 +310,17 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     if capacity:
         step_metrics.update(capacity_metrics(capacity, current["name"]))
         tracker.log_bytes(run, json.dumps(capacity, indent=1).encode(), "capacity/forecast.json")
-    for target in (run, track["flow_run"]):
-        tracker.log_metrics(target, step_metrics, step=n)
-    tracker.log_owner_maps(run, adapters.owner_maps(state_dir), n)
+    tracker.log_metrics(track["flow_run"], step_metrics, step=n)
+    # the task run's test metrics are logged by `register`, linked to the logged model and each dataset
+    tracker.log_metrics(run, {k: v for k, v in step_metrics.items() if not k.startswith("test/")}, step=n)
+    tracker.log_owner_maps(run, adapters.owner_maps(state_dir), names)
     tracker.log_matrix(run, names, metrics, [r[:n] for r in matrix[:n]])
     if current.get("validation"):  # this flow run's own validation (a stale report of a failed try is not ours)
         tracker.log_bytes(run, json.dumps(current["validation"], indent=1).encode(), "validation/summary.json")
+    evaluation = [(f"test/{t}/{m}", v, r["digest"]) for t, m, v, r in zip(names, metrics, row, refs) if v is not None]
     t1_dir = adapters.abs_path(lay.root, (histories or refs[0])["path"])
-    version = tracker.register(run, state_dir, t1_dir, names, state, (histories or {}).get("digest", ""), MODEL_FORMAT)
+    version = tracker.register(run, state_dir, t1_dir, names, state, evaluation,
+                               (histories or {}).get("digest", ""), MODEL_FORMAT)
     tracker.set_tags(run, {"conure.state_digest": state, "conure.model_version": version})
     tracker.end_run(run)
     model = f"conure-{lineage}"
@@ -365,7 +370,7 @@ def refresh(lineage: str, update_dir: str, folder_digest: str, base: dict, state
                             "refresh", profile=counts)
         tracker.log_metrics(run, {f"refresh/{k}": v for k, v in counts.items()}, step=len(names))
         version = tracker.register(run, LineageStore(lay).state_path(state), adapters.abs_path(lay.root, ref["path"]),
-                                   names, state, ref["digest"], MODEL_FORMAT)
+                                   names, state, histories_digest=ref["digest"], model_format=MODEL_FORMAT)
         tracker.set_tags(run, {"conure.model_version": version})
         tracker.end_run(run)
     except BaseException:

@@ -29,7 +29,7 @@ from conure_core.kinds import kind_of
 
 from .errors import DataError
 from .ids import as_strings, check_id_column, encode
-from .sequences import from_long, from_lists, keep_last
+from .sequences import cut_by_max_len, from_long, from_lists, keep_last
 from .splits import assign_splits, split_counts
 
 FORMAT_VERSION = 1
@@ -147,6 +147,7 @@ def prepare_sequences(users: pa.Array, lists: pa.Array, *, name: str, max_len: i
     """T1: keep each user's last ``max_len`` items, tokens 1..V by sorted item id, rows by user id."""
     order = pc.sort_indices(users)  # rows by natural user order: input row order doesn't matter
     users, lists = users.take(order), lists.take(order)  # Arrow list take: one copy, no index arrays
+    cut = cut_by_max_len(lists, max_len)  # said in validate / learn output and MLflow, never silent
     values, offsets = keep_last(lists, max_len)
     codes, vocab = encode(values)
     codes += 1  # tokens 1..V (0 = padding)
@@ -159,7 +160,8 @@ def prepare_sequences(users: pa.Array, lists: pa.Array, *, name: str, max_len: i
                      "split": pa.array(split)})
     meta = {"kind": "sequence", "num_items": len(vocab), "max_len": int(max_len),
             "rows": data.num_rows, "splits": split_counts(split), "quarantined": 0,
-            "duplicates_dropped": 0, "seed": seed}
+            "duplicates_dropped": 0, "seed": seed, "interactions": cut["interactions"],
+            "interactions_dropped": cut["interactions_dropped"], "users_cut": cut["users_cut"]}
     return PreparedTable(name, "sequence", data, vocab, meta)
 
 

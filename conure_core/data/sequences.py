@@ -32,6 +32,15 @@ def from_lists(users: pa.ChunkedArray, lists: pa.ChunkedArray) -> tuple[pa.Array
     return _combine(users), _combine(lists)
 
 
+def cut_by_max_len(lists: pa.Array, max_len: int) -> dict[str, int]:
+    """What keeping the last ``max_len`` items of every list drops: {"interactions": all items,
+    "interactions_dropped": items cut, "users_cut": lists that lose items, "users": lists}."""
+    lengths = np.diff(np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64))
+    over = lengths - max_len
+    return {"interactions": int(lengths.sum()), "interactions_dropped": int(over[over > 0].sum()),
+            "users_cut": int((over > 0).sum()), "users": int(len(lengths))}
+
+
 def keep_last(lists: pa.Array, max_len: int) -> tuple[pa.Array, np.ndarray]:
     """The most recent ``max_len`` items of every list: (flat values, offsets int64), no Python loop.
 

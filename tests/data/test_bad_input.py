@@ -339,3 +339,40 @@ def test_csv_reader_gets_no_python_callback(tmp_path, monkeypatch):
     assert str(info.value) == (f"{ragged}: line 3 has 3 fields where the header has 2 ('2,b,c,d'); "
                                "fix or remove that row.")
     assert seen and all(o is None or o.invalid_row_handler is None for o in seen)
+
+
+def test_empty_and_whitespace_labels_are_refused_with_count_and_rows(tmp_path, t1_ref, known):
+    """20 % empty-string labels used to become a class '' (issue 17)."""
+    labels = ["M", "F", "M", "", "F", "M", "F", "  ", "M", "F"]
+    f = make_task(tmp_path, "g", "class", pa.table({"user_id": known[:10], "label": labels}))
+    e = _fails(f, tmp_path / "o", t1_ref, report=True,
+               needles=["data.parquet: column 'label' has 2 empty or whitespace-only values (rows 4, 8); "
+                        "fill them or drop those rows (GX report: "])
+    assert e.column == "label" and e.expectation == "expect_column_max_to_be_between"
+
+
+def test_ids_mixing_types_and_blank_ids_are_refused(tmp_path):
+    """User ids 'u298', '4.5' and '' in one column (issue 17): each problem named with counts and examples."""
+    users = ["u298", "4.5", "", "u1", "u2", "u3", "7"]
+    f = make_task(tmp_path, "m", "class", pa.table({"user_id": users, "label": ["a", "b"] * 3 + ["a"]}))
+    summary = validate_task_dir(f)
+    assert not summary.ok
+    path = str(f / "data.parquet")
+    assert summary.failures == [
+        f"{path}: column 'user_id' has 1 empty or whitespace-only value (rows 3); fill them or drop those rows.",
+        f"{path}: column 'user_id' has ids of two types: 1 decimal number (e.g. '4.5') among 5 other ids "
+        f"(e.g. 'u298', 'u1'); an id is a whole number or a text code, never a decimal: fix the export "
+        f"(a number column was probably pasted into the ids) or drop those rows."]
+
+
+def test_item_ids_inside_sequences_are_checked_per_user(tmp_path):
+    csv = ("user_id,item_id,timestamp\n" + "".join(f"u{u},{i},{t}\n" for u in range(4) for t, i in
+                                                   enumerate(["a", " ", "c"] if u == 2 else ["a", "b", "c"]))).encode()
+    _fails(make_task(tmp_path, "s", "sequence", csv=csv), tmp_path / "o", report=True,
+           needles=["data.csv: column 'item_id' has 1 empty or whitespace-only value (users 'u2'); fill them"])
+
+
+def test_integer_and_text_ids_may_mix(tmp_path):
+    """ASIN-like item ids ('0439784549' next to 'B000123') are one id type: text codes."""
+    t = pa.table({"user_id": ["1", "2", "u3"], "items": [["0439784549", "B000123"], ["B0001", "12"], ["7", "x"]]})
+    assert validate_task_dir(make_task(tmp_path, "a", "sequence", t)).ok

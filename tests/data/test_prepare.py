@@ -213,3 +213,19 @@ def test_user_folders_in_each_format_validate_and_reprepare_identically(tmp_path
         assert validate_task_dir(folder, t1a).ok, key
         a, b = ingest_task(folder, tmp_path / "o1", t1a), ingest_task(folder, tmp_path / "o2", t1b)
         assert a.digest == b.digest and a.quarantined == 0, key
+
+
+def test_max_len_cut_is_counted_in_validate_and_the_prepared_table(tmp_path):
+    """The default max_len used to drop old interactions of long users without a word (issue 17)."""
+    csv = "user_id,item_id,timestamp\n" + "".join(f"{u},{i},{i}\n" for u in range(4) for i in range(2 + u))
+    folder = make_task(tmp_path, "s", "sequence", csv=csv.encode(), manifest={"name": "s", "kind": "sequence",
+                                                                              "max_len": 3})
+    summary = validate_task_dir(folder)
+    assert (summary.rows, summary.users, summary.interactions) == (14, 4, 14)  # long format: a row per interaction
+    assert (summary.interactions_dropped, summary.users_cut, summary.max_len) == (3, 2, 3)  # users 2 and 3: 1 + 2
+    assert str(summary) == ("s (sequence, data.csv): OK, 14 interactions of 4 users.\n  s: max_len 3 keeps each "
+                            "user's last 3 interactions: 3 of 14 interactions (2 of 4 users) are left out; raise "
+                            "max_len in task.yaml to keep them.")
+    ref = ingest_task(folder, tmp_path / "out")
+    assert (ref.interactions, ref.interactions_dropped, ref.users_cut) == (14, 3, 2)
+    assert ref.cut_note() == str(summary).split("\n  ")[1]

@@ -5,8 +5,8 @@ usage: python -m tests.pipeline.child_learn PRESET_FILE TASK_DIR... (CONURE_HOME
 import json
 import sys
 
-import tasks  # noqa: F401  (configures Prefect before it is imported)
 from tasks import progress
+from tasks.settings import configure_process
 
 
 def main() -> None:
@@ -14,6 +14,7 @@ def main() -> None:
 
     import torch
 
+    configure_process()  # as `conure` does, before Prefect is imported
     from flows.learn import learn_tasks
 
     torch.set_num_threads(int(os.environ.get("CONURE_TEST_THREADS", "1")))  # as the parent's in-process run

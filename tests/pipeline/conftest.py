@@ -22,6 +22,9 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{HOME / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)  # the embedded temporary server, never a real one
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["CONURE_SERVER_IDLE"] = "20"  # the shared server of `conure` subprocesses outlives no test session
+from tasks.settings import configure_process  # noqa: E402
+
+configure_process()  # what `conure` does when a command starts (importing `tasks` does nothing)
 
 TASKS = ("clicks", "liked", "gender")
 MAX_USER = 300
@@ -88,7 +91,6 @@ def _threads():
 @pytest.fixture(scope="session")
 def learned(task_dirs, preset_file) -> dict:
     """One real flow run on the embedded Prefect server learning the three tasks (lineage 'e2e')."""
-    import tasks  # noqa: F401
     from flows.learn import learn_tasks
 
     return learn_tasks([str(d) for d in task_dirs], lineage="e2e", preset=preset_file)

@@ -23,6 +23,8 @@ def conure(*args: str, home: Path) -> subprocess.CompletedProcess:
     (["report", "--lineage", "../etc"], "is not allowed", 4),
     (["validate", "/no/such/folder"], "task folder /no/such/folder does not exist", 3),
     (["validate", str(REPO), "--lineage", "nowhere"], "lineage 'nowhere' does not exist", 4),
+    (["rollback", "--lineage", "nowhere", "--to", "1"], "lineage 'nowhere' does not exist", 4),
+    (["land", str(REPO / "docs")], "is not a task folder (no task.yaml)", 3),
 ])
 def test_errors_are_one_line(tmp_path, args, words, code):
     res = conure(*args, home=tmp_path)
@@ -68,3 +70,22 @@ def test_exit_code_mapping():
         pass
 
     assert [exit_code(e) for e in (ContractError("x"), ConfigError("x"), LockTimeout("x"), KeyError("x"))] == [3, 4, 4, 1]
+
+
+def test_land_copies_and_seals_a_folder_once(tmp_path):
+    import json
+
+    src = tmp_path / "src" / "liked"
+    src.mkdir(parents=True)
+    (src / "task.yaml").write_text("name: liked\nkind: item\n")
+    (src / "data.csv").write_text("user_id,label\n1,5\n")
+    home = tmp_path / "home"
+    res = conure("land", str(src), home=home)
+    assert res.returncode == 0, res.stderr
+    landed = home / "landing" / "liked"
+    assert res.stdout.strip() == f"landed {landed}: 2 file(s), 41 bytes, sealed by _SUCCESS"
+    assert sorted(json.loads((landed / "_SUCCESS").read_text())["files"]) == ["data.csv", "task.yaml"]
+    again = conure("land", str(src), home=home)
+    assert again.returncode == 4 and f"{landed} already exists; pass --replace" in again.stderr
+    assert conure("land", str(src), "--replace", home=home).returncode == 0
+    assert [p.name for p in (home / "landing").iterdir()] == ["liked"]  # no staging folder left behind

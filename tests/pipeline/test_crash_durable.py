@@ -13,9 +13,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 WRITE_HEAD = """
-import sys, tasks
-from tasks.settings import Layout
+import sys
+from tasks.settings import Layout, configure_process
 from tasks.store import Head, LineageStore
+configure_process()  # as `conure` does: the crash harness (CONURE_CRASH_AT)
 store = LineageStore(Layout())
 with store.lock("lin"):
     store.write_head(Head(lineage="lin", preset=sys.argv[1]))

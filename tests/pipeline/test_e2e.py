@@ -112,6 +112,26 @@ def test_artifacts_inputs_and_model_versions(learned, runs, client):
     assert client.get_model_version_by_alias("conure-e2e", "head").version == versions[-1].version
     assert client.get_model_version_by_alias("conure-e2e", "tasks-2").version == versions[1].version
 
+    # the review (issue 17): owners by task name, one chart of every task's metric against tasks learned,
+    # datasets with a schema, registry versions made from the logged models (one per task, named for it)
+    summary = json.loads(open(client.download_artifacts(gender.info.run_id, "masks/mask_summary.json")).read())
+    assert set().union(*(s["owned"] for s in summary.values())) == set(TASKS)
+    assert "matrix/test_metric_by_tasks_learned.png" in files
+    schema = json.loads(task_runs["clicks"].inputs.dataset_inputs[0].dataset.schema)["mlflow_colspec"]
+    assert [c["name"] for c in schema] == ["user_id", "tokens", "split"]
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    logged = {m.name: m for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])}
+    assert {f"e2e-{t}" for t in TASKS} <= set(logged)
+    for v, task in zip(versions, TASKS):
+        model = logged[f"e2e-{task}"]
+        assert v.source == f"models:/{model.model_id}" and v.run_id == model.source_run_id
+        assert {"name": "conure-e2e", "version": v.version} in json.loads(model.tags["mlflow.modelVersions"])
+    gender_model = client.get_logged_model(logged["e2e-gender"].model_id)
+    linked = {m.key: (m.value, m.dataset_name) for m in gender_model.metrics}
+    assert linked["test/gender/accuracy"] == (pytest.approx(learned["matrix"][2][2]), "gender")
+    assert linked["test/clicks/mrr_at_5"][1] == "clicks"
+
 
 def test_second_run_is_all_cache_hits(learned, task_dirs, preset_file):
     from flows.learn import learn_tasks
@@ -155,12 +175,13 @@ def test_report_json_keys(learned):
 def test_landing_watch_learns_each_folder_once(learned, task_dirs, preset_file, tmp_path):
     import shutil
 
+    from data_contracts.landing import seal
     from flows.landing import watch_landing
 
     landing = tmp_path / "landing"
     for d in task_dirs[1:] + task_dirs[:1]:  # T1 lands last, yet goes first; then by arrival (marker time)
         shutil.copytree(d, landing / d.name)
-        (landing / d.name / "_SUCCESS").touch()  # the producer's completion marker, written last
+        seal(landing / d.name)  # the producer's completion marker (files, sizes, SHA-256), written last
     first = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)
     assert [x["task"] for x in first["learned"]] == list(TASKS) and not first["failed"]
     second = watch_landing(landing=str(landing), lineage="watched", preset=preset_file)

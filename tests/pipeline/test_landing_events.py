@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-MARKER = "_SUCCESS"
+from data_contracts.landing import seal
 
 
 def _landing_entry() -> dict:
@@ -28,7 +28,7 @@ def _folder(landing: Path, name: str, marker: bool) -> Path:
     (d / "task.yaml").write_text(f"name: {name}\nkind: class\n")
     (d / "data.csv").write_text("user_id,label\n1,a\n2,b\n")
     if marker:
-        (d / MARKER).touch()
+        seal(d)
     return d
 
 
@@ -66,14 +66,13 @@ def test_watcher_emits_once_per_complete_folder(tmp_path, captured_events):
 
     emit_ready(landing, seen)
     assert captured_events() == []  # nothing new: nothing sent
-    (arriving / MARKER).touch()
+    seal(arriving)
     emit_ready(landing, seen)
     assert [e.resource["conure.folder"] for e in captured_events()] == [str(arriving.resolve())]
-    (ready / "data.csv").write_text("user_id,label\n1,a\n2,b\n3,c\n")  # re-copied: waits for its marker
-    os.utime(ready / "data.csv", ns=(0, 4 * 10**18))
+    (ready / "data.csv").write_text("user_id,label\n1,a\n2,b\n3,c\n")  # re-copied: waits for a new seal
     emit_ready(landing, seen)
     assert captured_events() == []
-    os.utime(ready / MARKER, ns=(0, 4 * 10**18 + 1))
+    seal(ready)
     emit_ready(landing, seen)
     assert [e.resource["conure.folder"] for e in captured_events()] == [str(ready.resolve())]
 

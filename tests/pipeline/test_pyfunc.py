@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.pipeline.conftest import HOME, TASKS
 from tests.pipeline.processes import free_port, stop, wait_http
 
 USERS = ["7", "42", "300"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def same_answer(model: dict, cli: dict) -> bool:
@@ -130,3 +132,39 @@ def test_mlflow_models_serve_answers_one_request(learned, tmp_path):
         assert from_items == {"unknown_items": 1, **{k: v for k, v in liked.items() if k != "user"}}
     finally:
         stop(proc)
+
+
+def test_bad_k_is_an_error_per_row_lined_up_with_the_input(head_model):
+    import pandas as pd
+
+    rows = pd.DataFrame([{"user": "7", "task": "liked"}, {"user": "42", "task": "gender"}])
+    assert head_model.predict(rows, params={"k": 0}) == [
+        {"user": "7", "task": "liked", "error": "param k=0 must be at least 1."},
+        {"user": "42", "task": "gender", "error": "param k=0 must be at least 1."}]
+
+
+LOAD_AND_PREDICT = """
+import json, os, sys
+before = dict(os.environ)
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/conure-e2e@head")
+answer = model.predict(pd.DataFrame([{"user": "7", "task": "gender"}]))
+changed = sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k))
+print(json.dumps({"changed": changed, "label": answer[0].get("label"),
+                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"prefect", "great_expectations"})}))
+"""
+
+
+def test_loading_and_serving_a_model_leaves_the_callers_process_as_it_was(learned, tmp_path):
+    """In a fresh process: only MLflow's own variables change, no folder appears in the working
+    directory, and neither Prefect nor Great Expectations is imported on the serving path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONURE_", "PREFECT_", "MLFLOW_", "GX_"))}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{HOME / 'mlflow.db'}", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["label"] in ("M", "F")
+    assert [k for k in result["changed"] if not k.lstrip("_").startswith("MLFLOW_")] == []
+    assert result["modules"] == []
+    assert list(tmp_path.iterdir()) == []

@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 # a tracking command as the pipeline makes it: open the lineage's store, record a run, print its id
 LOG_RUN = """
-import sys, tasks
+import sys
+from tasks.settings import configure_process
 from tasks.tracking import Tracker
+configure_process()  # as `conure` does: the crash harness (CONURE_CRASH_AT)
 t = Tracker("lin")
 run = t.start_run("second"); t.end_run(run)
 print(run)

@@ -140,15 +140,33 @@ def test_prefect_runs_have_readable_names_and_artifacts(learned):
 
     with get_client(sync_client=True) as c:
         runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["e2e <- clicks, liked, gender"])))
-        assert runs and all(r.state.is_completed() for r in runs)
+        assert runs and all(r.state.is_completed() and "lineage:e2e" in r.tags for r in runs)
         task_runs = c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=sorted(names))))
         keys = ["e2e-clicks-validation", "e2e-gender-mlflow-run", "e2e-model-version", "e2e-accuracy-matrix"]
         found = {a.key: a for a in c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}
-    assert {t.name for t in task_runs} == names
+    assert {t.name for t in task_runs} == names and all("lineage:e2e" in t.tags for t in task_runs)
     assert set(found) == set(keys)
     assert "Validation passed: `clicks` (sequence)" in found["e2e-clicks-validation"].data
     # Prefect stores a link artifact as markdown: [text](url)
     assert "](http://127.0.0.1:5000/#/experiments/" in found["e2e-gender-mlflow-run"].data
+    assert "?workflowType=machine_learning)" in found["e2e-gender-mlflow-run"].data  # the model-training view
     assert "conure-e2e version" in found["e2e-model-version"].data
     rows = json.loads(found["e2e-accuracy-matrix"].data)
     assert [r["after"] for r in rows] == list(TASKS) and rows[2]["gender (accuracy)"] == round(learned["matrix"][2][2], 4)
+
+
+def test_heatmap_colours_each_column_on_its_own_metric():
+    """MRR near 0.03 and accuracy near 0.75 side by side: each on 0 .. its metric's highest value."""
+    from tasks.tracking import scaled_by_metric
+
+    grid, scaled = scaled_by_metric(["mrr@5", "mrr@5", "accuracy"],
+                                    [[0.04], [0.04, 0.01], [0.04, 0.01, 0.75]])
+    assert scaled[2].tolist() == [1.0, 0.25, 1.0] and grid[2, 2] == 0.75
+    assert [bool(v) for v in (scaled[0] != scaled[0])] == [False, True, True]  # not learned yet: blank
+
+
+def test_mlflow_links_follow_conure_mlflow_ui(monkeypatch):
+    from tasks.tracking import ui_base
+
+    monkeypatch.setenv("CONURE_MLFLOW_UI", "http://mlflow.internal:8080/")
+    assert ui_base() == "http://mlflow.internal:8080"

@@ -1,0 +1,31 @@
+"""Importing the project's packages changes nothing in the caller's process (no folder, no variable)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IMPORT_ALL = """
+import importlib, json, os, pathlib
+before, here = dict(os.environ), set(pathlib.Path(".").iterdir())
+for name in ("conure_core", "data_contracts", "data_contracts.ingest", "tasks", "tasks.steps", "tasks.tracking",
+             "tasks.serving", "flows", "flows.learn", "flows.backfill", "flows.landing", "conure_cli.main"):
+    importlib.import_module(name)
+print(json.dumps({"changed": sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k)),
+                  "made": sorted(p.name for p in set(pathlib.Path(".").iterdir()) - here)}))
+"""
+
+
+def test_importing_the_packages_sets_no_variable_and_makes_no_folder(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONURE_", "PREFECT_", "MLFLOW_", "GX_"))}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # MLflow's own telemetry session id is MLflow's business (set when mlflow is imported)
+    assert [k for k in result["changed"] if not k.startswith("_MLFLOW_")] == []
+    assert result["made"] == [] and list(tmp_path.iterdir()) == []
