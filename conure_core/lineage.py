@@ -6,8 +6,9 @@ checks every step and, when the step succeeds, performs its transition:
 
     train(k) -> TRAINED (Conure-) -> prune(k) -> PRUNED -> retrain(k) -> SETTLED -> train(k + 1) ...
 
-``step(stage, task, cfg)`` is the one stage entry point every driver calls (``learn``, the
-pipeline's single-process stages, its torchrun workers), returning a JSON-safe result.
+``step(stage, task, cfg)`` is the one stage entry point every driver calls (``continual.run_lineage``,
+the pipeline's single-process stages, its torchrun workers), returning a JSON-safe result; ``learn``
+and ``settle`` are shorthands over the same guarded stages.
 
 ``train``: all weights in the forward, gradients to free weights only; ``prune``: the task keeps
 its largest free weights; ``retrain``: forward with owner in 1..k, gradients to the task's own

@@ -106,7 +106,7 @@ def _check(task_dir: Path, t1, known_user_floor: float, task_root: Path | None,
         table = read_table(file)
         columns = prep.resolve_columns(manifest.columns.model_dump())
         t1_dir = _t1_dir(t1)
-        if manifest.kind == "sequence":
+        if kind_of(manifest.kind).t1:
             if t1_dir is not None and require_t1:  # (validate_task_dir just ignores a T1 here)
                 raise ContractError(f"{task_dir / 'task.yaml'}: kind is sequence (a T1) but a T1 was passed; "
                                     f"learn it as the first task, or fix its kind.", file=str(task_dir))
@@ -173,7 +173,7 @@ def validate_task_dir(task_dir: Path, t1=None, *, known_user_floor: float = 0.5)
         return ValidationSummary(ok=False, task_dir=task_dir, failures=[str(exc)])
     rel = c.file.name
     unknown = 0
-    unchecked = [] if c.manifest.kind == "sequence" or t1 is not None else [
+    unchecked = [] if kind_of(c.manifest.kind).t1 or t1 is not None else [
         f"the join to T1 (share of users known to T1 >= {known_user_floor:g}, unknown users to quarantine): "
         f"no T1 was given"]
     if c.rows is not None and (c.rows < 0).any():
@@ -201,7 +201,7 @@ def ingest_task(task_dir: Path, out_root: Path, t1: PreparedRef | Path | None = 
     extra = {"manifest": m.model_dump(mode="json")}  # not the file name: same rows in CSV or Parquet, same digest
     t = time.perf_counter()
     try:
-        if m.kind == "sequence":
+        if kind_of(m.kind).t1:
             pt = prep.prepare_sequences(c.users, c.values, name=m.name, max_len=m.max_len or prep.DEFAULT_MAX_LEN,
                                         seed=m.split_seed)
         else:

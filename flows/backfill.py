@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
-from flows.chain import FlowRun, learn_refs, ref_of
+from flows.chain import FlowRun, ref_of
+from flows.learn import learn_ref
 from tasks import steps
 from tasks.errors import PipelineError
 from tasks.reporting import report_of
@@ -62,7 +63,8 @@ def backfill_one(source: Head, order: list[str], strategy: str, from_prefix: int
                 head.tasks = [t.model_copy() for t in source.tasks[:from_prefix]]
                 head.matrix = [list(r) for r in source.matrix[:from_prefix]]
                 fr.store.write_head(head)
-            head = learn_refs(fr, head, refs)
+            for ref in refs:  # each: train -> prune -> retrain -> evaluate -> register (flows/learn.py)
+                head = learn_ref(fr, head, ref)
         else:
             out = fr.stats.call(steps.baseline, lineage=target, strategy=strategy, refs=refs, preset=head.config,
                                 track=fr.track(len(refs), strategy))

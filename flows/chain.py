@@ -1,7 +1,8 @@
-"""Learning prepared tasks onto a lineage, step by step, through the cached Prefect tasks.
+"""The steps the flows are made of, each a call of a cached Prefect task, and their per-flow-run context.
 
-Shared by every flow: ``FlowRun`` holds the lineage lock and the MLflow parent run of one flow
-run; ``learn_refs`` appends (or replays, all cache hits) tasks onto a lineage's HEAD.
+``FlowRun`` holds the lineage lock and the MLflow parent run of one flow run; ``ingest``, ``place``,
+``stage``, ``evaluate``, ``register`` and ``commit`` are the nodes of a task's DAG, which the flows
+(``flows/learn.py``'s ``learn_ref``) spell out in order.
 """
 from __future__ import annotations
 
@@ -187,94 +188,111 @@ def ingest(fr: FlowRun, task_dir: Path, t1: dict | None, floor: float) -> dict:
     return ref
 
 
-def learn_refs(fr: FlowRun, head: Head, refs: list[dict]) -> Head:
-    """Learn prepared tasks in order onto ``head`` (train -> prune -> retrain -> evaluate -> register).
+@dataclass
+class Slot:
+    """Where a prepared task goes in a lineage: its position, the state it starts from, the tasks before it."""
 
-    A task already in HEAD at the same position with the same data is replayed through the cache
-    (every step a cache hit); if the replay ends in another state (code or config changed), HEAD is
-    rewritten from there and the old one kept as ``HEAD.<time>.json``.
+    pos: int
+    ref: dict
+    parent: str | None
+    prior: list[LearnedTask]
+
+    def refs(self) -> list[dict]:
+        """Every task the state after this one answers, in order (the evaluate and register steps' input)."""
+        return [ref_of(t) for t in self.prior] + [self.ref]
+
+
+def place(head: Head, ref: dict) -> Slot:
+    """The slot of ``ref`` in ``head``: its place when HEAD already learned it from the same data (a replay,
+    every step a cache hit), else the next one; refused when HEAD learned that name from other data, or
+    when a lineage's first task is not its T1."""
+    names = [t.name for t in head.tasks]
+    if ref["name"] in names:
+        pos = names.index(ref["name"])
+        known = head.tasks[pos]
+        # same input folder = same data, even if the data layer's code now prepares it differently
+        same = (known.folder_digest == ref.get("folder_digest")) if known.folder_digest and ref.get("folder_digest") \
+            else known.prepared_digest == ref["digest"]
+        if not same:
+            raise PipelineError(
+                f"lineage '{head.lineage}' already learned '{ref['name']}' from other data "
+                f"(digest {known.prepared_digest[:12]} vs {ref['digest'][:12]}); rename the new task in its task.yaml.")
+    else:
+        pos = len(head.tasks)
+    if pos == 0 and not adapters.kind_of(ref["kind"]).t1:
+        raise PipelineError(f"the first task of lineage '{head.lineage}' must be the sequence task (T1), "
+                            f"not {ref['kind']} task '{ref['name']}'; learn T1 first.")
+    return Slot(pos, ref, head.tasks[pos - 1].state_digest if pos else None, head.tasks[:pos])
+
+
+def stage(fr: FlowRun, head: Head, slot: Slot, name: str, parent: str | None) -> dict:
+    """One learning stage (train | prune | retrain) of the slot's task from state ``parent``; its new state."""
+    return fr.stats.call(steps.STAGE_TASKS[name], lineage=head.lineage, index=slot.pos, ref=slot.ref, parent=parent,
+                         preset=head.config, track=fr.track(slot.pos + 1, head.strategy))
+
+
+def evaluate(fr: FlowRun, head: Head, slot: Slot, state: str) -> dict:
+    """Every task up to the slot's, tested with ``state``: metrics, each task's headline metric, free capacity."""
+    return fr.stats.call(steps.evaluate, lineage=head.lineage, state=state, refs=slot.refs(),
+                         track=fr.track(slot.pos + 1, head.strategy))
+
+
+def register(fr: FlowRun, head: Head, slot: Slot, state: str, scores: dict) -> list[float]:
+    """The MLflow record and model version of ``state``; returns the slot's row of the accuracy matrix."""
+    refs = slot.refs()
+    metrics = [scores["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
+    row = [scores["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
+    matrix = [list(r) for r in head.matrix[:slot.pos]] + [row]
+    capacity = adapters.capacity_forecast([r["name"] for r in refs], [t.free_capacity for t in slot.prior] +
+                                          [scores["free_capacity"]], min_free_of(head))
+    fr.stats.call(steps.register, lineage=head.lineage, state=state, refs=refs, metrics=metrics, matrix=matrix,
+                  free_capacity=scores["free_capacity"], track=fr.track(slot.pos + 1, head.strategy),
+                  capacity=capacity, histories=head.histories)
+    return row
+
+
+def commit(fr: FlowRun, head: Head, slot: Slot, stages: dict[str, dict], scores: dict, row: list[float]) -> Head:
+    """Write the learned task into HEAD (atomic: a crash after this replays only cache hits).
+
+    A replay that ends in the state HEAD already holds changes nothing; one that ends in another state
+    (code or config changed) rewrites HEAD from there and keeps the old one as ``HEAD.<time>.json``.
     """
-    store = fr.store
-    for ref in refs:
-        names = [t.name for t in head.tasks]
-        if ref["name"] in names:
-            pos = names.index(ref["name"])
-            known = head.tasks[pos]
-            # same input folder = same data, even if the data layer's code now prepares it differently
-            same = (known.folder_digest == ref.get("folder_digest")) if known.folder_digest and ref.get("folder_digest") \
-                else known.prepared_digest == ref["digest"]
-            if not same:
-                raise PipelineError(
-                    f"lineage '{head.lineage}' already learned '{ref['name']}' from other data "
-                    f"(digest {known.prepared_digest[:12]} vs {ref['digest'][:12]}); rename the new task in its task.yaml.")
-        else:
-            pos = len(head.tasks)
-        if pos == 0 and ref["kind"] != "sequence":
-            raise PipelineError(f"the first task of lineage '{head.lineage}' must be the sequence task (T1), "
-                                f"not {ref['kind']} task '{ref['name']}'; learn T1 first.")
-        parent = head.tasks[pos - 1].state_digest if pos else None
-        if pos == len(head.tasks):
-            warn_capacity(head, pos, ref)
-        learned = learn_one(fr, head, pos, ref, parent, head.tasks[:pos])
-        if pos < len(head.tasks):
-            if head.tasks[pos].state_digest == learned["task"].state_digest:
-                continue
-            backup = store.head_path(head.lineage).with_name(f"HEAD.{int(time.time())}.json")
-            shutil.copyfile(store.head_path(head.lineage), backup)
-            warn(f"lineage '{head.lineage}': state after '{ref['name']}' changed (code or config changed); "
-                 f"HEAD rewritten from there, previous HEAD kept at {backup}")
-            head.tasks, head.matrix = head.tasks[:pos], head.matrix[:pos]
-        head.tasks.append(learned["task"])
-        head.matrix.append(learned["row"])
-        store.write_head(head)  # atomic: a crash after this point replays only cache hits
-    return head
-
-
-def learn_one(fr: FlowRun, head: Head, pos: int, ref: dict, parent: str | None, prior: list[LearnedTask]) -> dict:
-    """The stages of one task at position ``pos`` on top of state ``parent``."""
-    track = fr.track(pos + 1, head.strategy)
-    stage_digests = {}
-    for stage in steps.STAGES:
-        out = fr.stats.call(steps.STAGE_TASKS[stage], lineage=head.lineage, index=pos, ref=ref, parent=parent,
-                            preset=head.config, track=track)
-        parent = stage_digests[stage] = out["state"]
-        free = out["free_capacity"]
-        if stage == "prune":
-            ratio = out["result"]["ratio"]  # as set, or chosen on validation under prune_ratio: auto
-    refs = [ref_of(t) for t in prior] + [ref]
-    ev = fr.stats.call(steps.evaluate, lineage=head.lineage, state=parent, refs=refs, track=track)
-    metrics = [ev["main"][r["name"]] for r in refs]  # from the (cached) result: no torch import on re-runs
-    row = [ev["metrics"][r["name"]][m] for r, m in zip(refs, metrics)]
-    matrix = [list(r) for r in head.matrix[:pos]] + [row]
-    capacity = adapters.capacity_forecast([r["name"] for r in refs], [t.free_capacity for t in prior] +
-                                          [ev["free_capacity"]], min_free_of(head))
-    fr.stats.call(steps.register, lineage=head.lineage, state=parent, refs=refs, metrics=metrics, matrix=matrix,
-                  free_capacity=ev["free_capacity"], track=track, capacity=capacity, histories=head.histories)
-    manifest = ref.get("manifest") or {}
-    task = LearnedTask(name=ref["name"], kind=ref["kind"], metric=metrics[-1], prepared_digest=ref["digest"],
-                       prepared_path=ref["path"], source=ref.get("source", ""),
-                       prune_ratio=ratio,
-                       stages=stage_digests, state_digest=parent, free_capacity=ev["free_capacity"] or free,
+    ref, state = slot.ref, stages["retrain"]["state"]
+    task = LearnedTask(name=ref["name"], kind=ref["kind"], metric=scores["main"][ref["name"]],
+                       prepared_digest=ref["digest"], prepared_path=ref["path"], source=ref.get("source", ""),
+                       prune_ratio=stages["prune"]["result"]["ratio"],  # as set, or chosen on validation (auto)
+                       stages={name: out["state"] for name, out in stages.items()}, state_digest=state,
+                       free_capacity=scores["free_capacity"] or stages["retrain"]["free_capacity"],
                        rows=ref.get("rows", 0), folder_digest=ref.get("folder_digest", ""),
-                       catalogue=ev.get("catalogue"),
-                       manifest=manifest)
-    return {"task": task, "row": row}
+                       manifest=ref.get("manifest") or {}, catalogue=scores.get("catalogue"))
+    if slot.pos < len(head.tasks):
+        if head.tasks[slot.pos].state_digest == state:
+            return head
+        backup = fr.store.head_path(head.lineage).with_name(f"HEAD.{int(time.time())}.json")
+        shutil.copyfile(fr.store.head_path(head.lineage), backup)
+        warn(f"lineage '{head.lineage}': state after '{ref['name']}' changed (code or config changed); "
+             f"HEAD rewritten from there, previous HEAD kept at {backup}")
+        head.tasks, head.matrix = head.tasks[:slot.pos], head.matrix[:slot.pos]
+    head.tasks.append(task)
+    head.matrix.append(row)
+    fr.store.write_head(head)
+    return head
 
 
 def min_free_of(head: Head) -> float:
     return float((head.config.get("model") or {}).get("min_free") or 0.0)
 
 
-def warn_capacity(head: Head, pos: int, ref: dict) -> None:
+def warn_capacity(head: Head, slot: Slot) -> None:
     """Before a new task after T1: warn when it is expected to leave less than ``min_free`` free, saying what to do."""
-    if not pos or not head.tasks[-1].free_capacity:
+    if not slot.pos or slot.pos < len(head.tasks) or not head.tasks[-1].free_capacity:
         return
-    cfg = adapters.train_config(head.config, pos, ref)
+    cfg = adapters.train_config(head.config, slot.pos, slot.ref)
     total = adapters.capacity_forecast([t.name for t in head.tasks], [t.free_capacity for t in head.tasks],
                                        min_free_of(head))["layers"].get("total")
     if total is None:
         return
-    message = adapters.capacity_warning(ref["name"], total["free"], None if cfg.prune_auto else cfg.prune_ratio,
+    message = adapters.capacity_warning(slot.ref["name"], total["free"], None if cfg.prune_auto else cfg.prune_ratio,
                                         total["average"], min_free_of(head))
     if message:
         warn(f"lineage '{head.lineage}': {message}")

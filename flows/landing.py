@@ -71,7 +71,7 @@ def scan(landing: Path, lineage: str) -> dict:
 
     def order(item):
         try:
-            first = _kind_of(item[0]) == "sequence"
+            first = adapters.kind_of(_kind_of(item[0])).t1
         except Exception:  # noqa: BLE001 - a broken manifest fails later, with its own message
             first = False
         return (not first, max((e[2] for e in item[2]), default=0), item[0].name)

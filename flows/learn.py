@@ -8,7 +8,8 @@ from pathlib import Path
 import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
-from flows.chain import FlowRun, ingest, learn_refs, open_head, t1_of
+from flows import chain
+from flows.chain import FlowRun, open_head, t1_of
 from tasks import adapters
 from tasks.errors import PipelineError
 from tasks.reporting import report_of
@@ -29,6 +30,20 @@ def _run_name() -> str:
     return f"{p.get('lineage', 'default')} <- {what}"
 
 
+def learn_ref(fr: FlowRun, head, ref: dict):
+    """One prepared task onto HEAD: train -> prune -> retrain -> evaluate -> register (a replay of a task
+    HEAD already holds is all cache hits); returns the new HEAD."""
+    slot = chain.place(head, ref)  # its position and the state it starts from
+    chain.warn_capacity(head, slot)  # a new task expected to leave less than min_free free: say what to do
+    trained = chain.stage(fr, head, slot, "train", slot.parent)  # all weights forward, free ones learn
+    pruned = chain.stage(fr, head, slot, "prune", trained["state"])  # it keeps its largest free weights
+    settled = chain.stage(fr, head, slot, "retrain", pruned["state"])  # its own weights, freed ones masked
+    scores = chain.evaluate(fr, head, slot, settled["state"])  # every task so far, on its test split
+    row = chain.register(fr, head, slot, settled["state"], scores)  # MLflow record + model version
+    stages = {"train": trained, "prune": pruned, "retrain": settled}
+    return chain.commit(fr, head, slot, stages, scores, row)
+
+
 def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, floor: float = 0.5,
                lock_timeout: float | None = None, flow_name: str = "learn") -> dict:
     """Body of the learn flows: ingest each folder (T1 first) and learn it; returns the report."""
@@ -38,14 +53,14 @@ def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, fl
         fr.tracker.log_params(fr.run_id, {"strategy": head.strategy, "config": head.config})
         t1 = t1_of(head)
         for task_dir in task_dirs:
-            is_t1 = _kind_of(Path(task_dir)) == "sequence"
+            is_t1 = adapters.kind_of(_kind_of(Path(task_dir))).t1
             if t1 is None and not is_t1:
                 raise PipelineError(f"lineage '{lineage}' has no T1 yet, and {task_dir} is not a sequence task; "
                                     f"learn the lineage's sequence task first (conure learn T1_DIR --lineage {lineage}).")
-            ref = ingest(fr, Path(task_dir), None if is_t1 else t1, floor)
+            ref = chain.ingest(fr, Path(task_dir), None if is_t1 else t1, floor)  # validate (GX) + prepare
             if is_t1 and t1 is None:
                 t1 = ref
-            head = learn_refs(fr, head, [ref])
+            head = learn_ref(fr, head, ref)
         out = report_of(head)
         fr.publish(out)
         out["run"] = fr.stats.to_dict()

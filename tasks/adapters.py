@@ -220,7 +220,7 @@ def load_preset(name: str | None) -> dict:
 
 
 def task_kind(task_dir: Path) -> str:
-    """The kind (sequence | item | class) a task folder's manifest declares (ContractError if unreadable)."""
+    """The kind (sequence | item | class | regression ...) a task folder's manifest declares (ContractError if unreadable)."""
     from data_contracts.manifest import load_manifest
 
     return load_manifest(Path(task_dir)).kind

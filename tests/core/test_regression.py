@@ -14,7 +14,7 @@ from conure_core.config import ModelConfig
 from conure_core.data.errors import DataError
 from conure_core.data.prepare import prepare_task_dir
 from conure_core.data.prepared import load_task
-from conure_core.data.types import TEST, TRAIN, VALID, TaskData
+from conure_core.data.types import TEST, TRAIN, TaskData
 from conure_core.kinds import KINDS, kind_of
 from conure_core.lineage import Lineage
 from conure_core.model import LineageError
