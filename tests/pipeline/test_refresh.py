@@ -115,7 +115,7 @@ def test_capacity_forecast_in_report_and_mlflow(learned):
 
 
 def test_learn_warns_before_a_task_that_would_leave_less_than_min_free(capsys):
-    from flows.chain import warn_capacity
+    from flows.chain import Slot, warn_capacity
     from tasks.store import Head, LearnedTask
 
     preset = tiny_preset()
@@ -123,9 +123,10 @@ def test_learn_warns_before_a_task_that_would_leave_less_than_min_free(capsys):
     t1 = LearnedTask(name="clicks", kind="sequence", prepared_digest="d", prepared_path="p",
                      free_capacity={"total": 0.7, "conv": 0.7})
     head = Head(lineage="w", config=preset, tasks=[t1])
-    warn_capacity(head, 1, {"name": "liked", "kind": "item", "manifest": {}})  # 0.7 * 0.8 = 0.56: fine
+    warn_capacity(head, Slot(1, {"name": "liked", "kind": "item", "manifest": {}}, "s", [t1]))  # 0.7 * 0.8 = 0.56
     assert capsys.readouterr().err == ""
-    warn_capacity(head, 1, {"name": "liked", "kind": "item", "manifest": {"prune_ratio": 0.6}})  # 0.42 < 0.5
+    liked = {"name": "liked", "kind": "item", "manifest": {"prune_ratio": 0.6}}
+    warn_capacity(head, Slot(1, liked, "s", [t1]))  # 0.7 * 0.6 = 0.42 < 0.5
     assert capsys.readouterr().err.strip() == (
         "lineage 'w': capacity: learning 'liked' is expected to leave 42.0% of the backbone's prunable weights free "
         "(at prune ratio 0.6; 70.0% free now), below min_free 50.0%; prune harder (a higher prune_ratio in task.yaml "
