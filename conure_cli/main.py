@@ -1,4 +1,4 @@
-"""The ``conure`` command: run, learn, validate, backfill, report, predict, ui, serve.
+"""The ``conure`` command: run, learn, validate, backfill, report, predict, ui, serve, server.
 
 Every error is one line (what went wrong and where to look) with the exit code of its kind
 (``conure_cli.exits``: 3 bad input, 4 refused, 1 internal error); ``--debug`` shows the traceback. Results go to stdout (``--json`` for machines); progress and messages go to stderr.
