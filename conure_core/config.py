@@ -35,6 +35,9 @@ class ModelConfig:
     blocks: int = 2  # transformer only: number of blocks
     max_len: int = 256  # transformer only: longest sequence (learned positions)
     width: int = 64
+    # Dropout on the embeddings and in every residual block, while T1's stages train (off at inference
+    # and in later tasks' stages, so it never touches retention; docs/accuracy.md).
+    dropout: float = 0.0
     kernel: int = 3
     # One entry per residual block: the block's first conv uses d, its second 2d (SPEC section 2).
     dilations: list[int] = field(default_factory=lambda: [1, 4, 1, 4])
@@ -76,6 +79,8 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.freed_weights={self.freed_weights!r}; use 'keep' or 'zero'.")
         if self.width <= 0 or self.kernel <= 0 or not self.dilations or min(self.dilations) <= 0:
             raise ConfigError("ModelConfig width, kernel and every dilation must be positive.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1).")
         if not 0.0 <= self.min_free < 1.0:
             raise ConfigError(f"ModelConfig.min_free={self.min_free} must be in [0, 1).")
         self.dilations = [int(d) for d in self.dilations]
@@ -108,6 +113,9 @@ class TrainConfig:
     retrain_epochs: int | None = None  # None -> same as epochs
     patience: int = 3  # epochs without validation gain before stopping
     head_l2: float = 0.02  # L2 on the task's head (item / class tasks)
+    # T1's first stage: Adam's L2 on the backbone and T1's head (only there: every weight is still free).
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # "constant" | "cosine" (to 0 over the stage's epochs, conure_core.training.Schedule)
     sampled_fraction: float = 1.0  # T1 softmax: 1.0 = full, else share of the vocabulary as negatives
     eval_batch_size: int = 1024
     prune_ratio: float = 0.7  # share of the task's free weights released for later tasks
@@ -146,12 +154,14 @@ class TrainConfig:
         if not self.prune_grid or any(not 0.0 <= r < 1.0 for r in self.prune_grid) or not 0.0 <= self.prune_epsilon < 1.0:
             raise ConfigError("TrainConfig.prune_grid needs ratios in [0, 1) and prune_epsilon must be in [0, 1).")
         self.prune_grid = sorted(float(r) for r in self.prune_grid)
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"TrainConfig.lr_schedule={self.lr_schedule!r}; use 'constant' or 'cosine'.")
         if self.select not in ("metric", "loss"):
             raise ConfigError(f"TrainConfig.select={self.select!r}; use 'metric' or 'loss'.")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.user_dropout < 1.0:
             raise ConfigError("TrainConfig label_smoothing and user_dropout must be in [0, 1).")
-        if self.backbone_lr_scale < 0 or self.head_init < 0 or self.head_l2 < 0:
-            raise ConfigError("TrainConfig backbone_lr_scale, head_init and head_l2 must be >= 0.")
+        if self.backbone_lr_scale < 0 or self.head_init < 0 or self.head_l2 < 0 or self.weight_decay < 0:
+            raise ConfigError("TrainConfig backbone_lr_scale, head_init, head_l2 and weight_decay must be >= 0.")
 
     @property
     def stage_epochs(self) -> dict[str, int]:

@@ -24,7 +24,7 @@ from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator,
                                  t1_target_mask, target_ranks)
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
-from conure_core.seeding import stage_generator
+from conure_core.seeding import stage_generator, stage_seed
 from conure_core.wide import SCALE, bag_of_items, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
@@ -92,7 +92,9 @@ class TaskModel:
             torch.set_flush_denormal(True)
         if backbone is None:
             backbone = build_backbone(config, self.num_items, stage_generator(config.seed, 0, "backbone"))
-        self.backbone = backbone.to(self.device)
+        # eval mode except while T1's stages take their steps (``dropout_mode``): dropout, when the
+        # config has it, never reaches inference, validation or a later task.
+        self.backbone = backbone.to(self.device).eval()
         self.params: dict[str, torch.nn.Parameter] = dict(self.backbone.named_parameters())
         self.heads: dict[str, NextItemHead] = {}
         self.infos: list[TaskInfo] = []
@@ -186,7 +188,7 @@ class TaskModel:
                 p.requires_grad_(trains)
             if trains:
                 groups.append({"params": list(head.parameters()),
-                               "weight_decay": cfg.head_l2 if info.kind != "sequence" else 0.0})
+                               "weight_decay": cfg.head_l2 if info.kind != "sequence" else cfg.weight_decay})
         return groups
 
     # ---- forward -------------------------------------------------------------------------------
@@ -250,6 +252,21 @@ class TaskModel:
         self._user_cache = {}
 
     # ---- training ------------------------------------------------------------------------------
+    def seed_dropout(self, info: TaskInfo, stage: str) -> None:
+        """Seed the dropout masks of a T1 stage (torch's global stream), so the stage replays bit-identically."""
+        if info.index == 1 and float(getattr(self.config, "dropout", 0.0)) > 0.0:
+            torch.manual_seed(stage_seed(self.config.seed, info.index, f"{stage}:dropout"))
+
+    @contextlib.contextmanager
+    def dropout_mode(self, info: TaskInfo):
+        """While a stage of ``info``'s task takes its steps: the backbone in train mode for T1 (its dropout
+        on), eval mode for any later task; eval again afterwards (validation, inference)."""
+        self.backbone.train(info.index == 1)
+        try:
+            yield
+        finally:
+            self.backbone.eval()
+
     def loss(self, task: TaskData, info: TaskInfo, cfg: TrainConfig, generator: torch.Generator) -> "TaskLoss":
         """The batch loss of ``task``'s stages (see ``TaskLoss``)."""
         return TaskLoss(self, task, info, cfg, generator)
