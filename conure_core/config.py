@@ -129,6 +129,9 @@ class TrainConfig:
     # Item tasks: batches of whole users' rows (each row once per epoch, same batch size) so the
     # backbone encodes each user about once per epoch instead of once per row.
     group_by_user: bool = True
+    # T1: batches of rows of similar length (batch order shuffled), each trimmed to its longest row;
+    # on short-tailed data (Games: 9 items a user, rows of 51) most of a row is padding otherwise.
+    length_buckets: bool = False
     # Item-task loss: "bpr" (SPEC), "bpr_logq" (BPR on s - log q of the popularity sampler),
     # "softmax" (full softmax over the task's items).
     item_loss: str = "bpr"

@@ -369,6 +369,24 @@ def grouped_order(row_users: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.argsort(user_pos[row_users] + 0.5 * within, stable=True)
 
 
+def bucketed_order(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A permutation of rows in batches of similar length (ties shuffled), the batches in shuffled order."""
+    key = lengths.double() + torch.rand(lengths.numel(), generator=generator, dtype=torch.float64)
+    batches = torch.argsort(key).split(batch_size)
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
+
+
+def trim_padding(sequences: torch.Tensor) -> torch.Tensor:
+    """Left-padded rows [B, L] without their leading all-padding columns (at least two columns kept).
+
+    The same function for both backbones (up to float rounding): the Transformer never reads a padding
+    key, the TCN holds padding at zero.
+    """
+    real = (sequences != 0).any(dim=0)
+    first = int(real.int().argmax()) if bool(real.any()) else sequences.shape[1]
+    return sequences[:, min(first, sequences.shape[1] - 2):]
+
+
 class TaskLoss:
     """``loss(rows, weights)``: the mean loss of a batch of train rows of one task; ``order(g)``: an epoch's rows.
 
@@ -395,9 +413,12 @@ class TaskLoss:
         self.log_q = self.sampler.probs.log().float().to(model.device) if use_logq else None
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
-        """Row order of one epoch: whole users together for item tasks with ``group_by_user``, else shuffled."""
+        """Row order of one epoch: whole users together for item tasks with ``group_by_user``, T1 rows in
+        batches of similar length with ``length_buckets``, else shuffled."""
         if self.info.kind == "item" and self.cfg.group_by_user:
             return grouped_order(self.row_users, generator)
+        if self.info.kind == "sequence" and self.cfg.length_buckets:
+            return bucketed_order((self.sequences > 0).sum(1), self.cfg.batch_size, generator)
         return torch.randperm(self.num_rows, generator=generator)
 
     def count(self, idx: torch.Tensor) -> int:
@@ -412,7 +433,7 @@ class TaskLoss:
     def __call__(self, idx: torch.Tensor, weights: Weights = None) -> torch.Tensor:
         model, cfg, device = self.model, self.cfg, self.model.device
         if self.info.kind == "sequence":
-            seqs = self.sequences[idx].to(device).long()
+            seqs = trim_padding(self.sequences[idx]).to(device).long()
             hidden = model.encode(seqs[:, :-1], weights)
             return next_item_loss(hidden, seqs[:, 1:], self.head, cfg.sampled_fraction, self.generator)
         users, row_user = torch.unique(self.row_users[idx], return_inverse=True)
