@@ -32,6 +32,7 @@ from benchmarks.common import emit
 
 MAX_LEN, NEGATIVES, K = 50, 100, 10
 SELECT_USERS = 5000
+CURVE_USERS = 5000  # users of the per-epoch learning curve on the protocol (validation items)
 GAMES = Path("shared") / "data" / "amazon_games" / "games.txt"
 # The shared data folder sits beside the repository (or beside a folder of git worktrees).
 DEFAULT_DATA = next((p / GAMES for p in Path(__file__).resolve().parents[2:4] if (p / GAMES).is_file()),
@@ -249,15 +250,20 @@ def train_row(row: str, data: ProtocolData, preset, tag: str, quiet: bool) -> di
     started = time.perf_counter()
     stamps: dict[tuple[str, int], float] = {}
 
+    curve_rows, curve_cands = data.rows["valid"][:CURVE_USERS], data.candidates["valid"][:CURVE_USERS]
+
     def progress(event: dict) -> None:
         if event.get("event") != "epoch":
             return
         stamps[(event["stage"], event["epoch"])] = time.perf_counter() - started
-        log_event({"tag": tag, "row": row, "seed": preset.model.seed, **event,
-                   "t": round(stamps[(event["stage"], event["epoch"])], 1)})
+        # the learning curve on the protocol itself (the first CURVE_USERS users' validation item)
+        curve = ranking(model_scores(lineage, task.name, curve_rows, curve_cands))
+        log_event({"tag": tag, "row": row, "seed": preset.model.seed, **event, "curve_ndcg@10": curve[f"ndcg@{K}"],
+                   "curve_hr@10": curve[f"hr@{K}"], "t": round(stamps[(event["stage"], event["epoch"])], 1)})
         if not quiet and event["epoch"]:
             print(f"    {event['stage']} epoch {event['epoch']:>2} loss {event['loss']:.4f} valid mrr@5 "
-                  f"{event['valid']:.4f} (loss {event['valid_loss']:.4f}) {stamps[(event['stage'], event['epoch'])]:.0f}s",
+                  f"{event['valid']:.4f} (loss {event['valid_loss']:.4f}), protocol valid ndcg@{K} "
+                  f"{curve[f'ndcg@{K}']:.4f} ({CURVE_USERS} users) {stamps[(event['stage'], event['epoch'])]:.0f}s",
                   flush=True)
 
     preset.apply_threads()
