@@ -114,14 +114,14 @@ def _rows_mrr(task: TaskData, split: str, user_scores: torch.Tensor, inverse: to
 def sequence_cooccurrence(task: TaskData, t1_targets: str = "all") -> dict:
     """Item-kNN for T1: C[i, j] = train users with i before j; a prefix scores sum_t decay^(age) C[x_t] / (n_i + shrink).
 
-    The same table (and choice of shrink and decay on validation) as T1's wide part
+    The same table (and choice of shrink, decay and k on validation) as T1's wide part
     (``conure_core.wide``, ``ModelConfig.t1_wide="cooccur"``), scored alone.
     """
     fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")], task.num_items,
                           t1_targets)
     test = table_mrr(fit["table"], task.sequences[task.rows("test")], fit["decay"], t1_targets)
-    return {"name": "cooccur", "params": {"shrink": fit["shrink"], "decay": fit["decay"]}, "valid": fit["valid"],
-            "test": test}
+    params = {k: v for k, v in fit.items() if k not in ("table", "valid")}  # k, shrink, decay, valid_k<k> per k
+    return {"name": "cooccur", "params": params, "valid": fit["valid"], "test": test}
 
 
 def naive(task: TaskData, t1_targets: str = "all") -> dict:

@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     preset = get_preset("paper")
     mcfg = preset.model
     mcfg.device, mcfg.bf16, mcfg.t1_targets = args.device, args.bf16, "last"
-    # The preset's per-item parts are dense (V x V) and refused past conure_core.config.MAX_WIDE_ITEMS:
-    # at TTL scale the model is the TCN alone.
+    # The TCN alone: this measures the backbone's training and streamed ranking; the per-item parts at
+    # scale (a 1M-item table built and scored, the sparse bag) are benchmarks.wide_scale's.
     mcfg.t1_wide, mcfg.class_repr = "none", None
     figures: dict[str, float] = {"users": args.users, "items": args.items, "eval_users": args.eval_users}
 

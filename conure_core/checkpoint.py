@@ -113,10 +113,17 @@ def load_state(path: str | os.PathLike, device: str | torch.device | None = None
                 info = TaskInfo(**raw)
                 head = build_head(info.kind, config.width, info.num_labels, normalize=config.head_norm,
                                   **head_shape(config, info.kind, lineage.num_items)).to(lineage.device)
-                for name, buf in head.named_buffers():
-                    buf.copy_(tensors[f"head.{i}.{name}"])
+                for name, buf in head.named_buffers():  # at the saved shape: a fitted table's k is the data's
+                    saved = tensors[f"head.{i}.{name}"]
+                    buf.resize_(saved.shape).copy_(saved)
                 for name, p in head.named_parameters():
-                    p.copy_(tensors[f"head.{i}.{name}"])
+                    saved = tensors[f"head.{i}.{name}"]
+                    if saved.shape != p.shape:
+                        raise CheckpointError(
+                            f"{path}: tensor head.{i}.{name} has shape {list(saved.shape)} where this code's model has "
+                            f"{list(p.shape)}; the state is from another model or from a Conure before the sparse "
+                            "per-item parts (issue 16): learn the lineage again.")
+                    p.copy_(saved)
                     p.requires_grad_(False)
                 lineage.heads[info.name] = head
                 lineage.infos.append(info)

@@ -20,11 +20,8 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-AUTO = "auto"  # chosen from the data: a prune ratio on validation, the per-item parts by vocabulary size
+AUTO = "auto"  # chosen from the data: a prune ratio on validation; the per-item parts on (sparse at any size)
 USER_REPRS = ("separator", "last", "mean", "mean_bag")
-# The per-item parts are dense (V x V for T1's table, K x (C + V) per bag head): refused past this
-# many T1 items, and what "auto" switches off there.
-MAX_WIDE_ITEMS = 16384
 
 
 @dataclass
@@ -44,13 +41,15 @@ class ModelConfig:
     # The user vector g of tasks after T1: "separator" | "last" | "mean" (pooled over the sequence +
     # separator) | "mean_bag" (that mean followed by the 0/1 bag of the user's T1 items: each later
     # head holds a weight per item). ``class_repr``: class tasks' own choice (None: user_repr);
-    # "auto" = "mean_bag" while the T1 vocabulary fits MAX_WIDE_ITEMS, else "mean".
+    # "auto" = "mean_bag" (the bag is sparse: its cost grows with the user's items, not the vocabulary).
     user_repr: str = "separator"
     class_repr: str | None = None
     # T1's item-to-item part (conure_core.wide): "none" | "cooccur" (a transition table fitted on T1's
-    # train split, its scaled scores added to the TCN's logits) | "auto" (cooccur while the T1
-    # vocabulary fits MAX_WIDE_ITEMS, else none).
+    # train split, its scaled scores added to the TCN's logits) | "auto" (= cooccur: the table is sparse,
+    # top-k successors per item, so it is on at every vocabulary size).
     t1_wide: str = "none"
+    # Successors the T1 table keeps per item: None = chosen on T1's validation split (conure_core.wide.TOPK).
+    t1_topk: int | None = None
     prune_embedding: bool = False
     freed_weights: str = "keep"  # "keep" (Conure) | "zero" (PackNet)
     min_free: float = 0.0  # refuse a new task when the free fraction is <= this floor
@@ -73,6 +72,9 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={value!r}; use one of {list(USER_REPRS)}{extra}.")
         if self.t1_wide not in ("none", "cooccur", AUTO):
             raise ConfigError(f"ModelConfig.t1_wide={self.t1_wide!r}; use 'none', 'cooccur' or 'auto'.")
+        if self.t1_topk is not None and (isinstance(self.t1_topk, bool) or not isinstance(self.t1_topk, int)
+                                         or self.t1_topk < 1):
+            raise ConfigError(f"ModelConfig.t1_topk={self.t1_topk!r}; use a positive whole number or null (chosen on validation).")
         if self.t1_targets not in ("all", "last"):
             raise ConfigError(f"ModelConfig.t1_targets={self.t1_targets!r}; use 'all' or 'last'.")
         if self.freed_weights not in ("keep", "zero"):
@@ -88,12 +90,12 @@ class ModelConfig:
     def repr_of(self, kind: str, num_items: int) -> str:
         """The user representation tasks of ``kind`` ("item" | "class") read over a T1 of ``num_items``."""
         if kind == "class" and self.class_repr == AUTO:
-            return "mean_bag" if num_items <= MAX_WIDE_ITEMS else "mean"
+            return "mean_bag"
         return self.class_repr if kind == "class" and self.class_repr else self.user_repr
 
     def t1_table(self, num_items: int) -> bool:
         """Whether T1's head holds the co-occurrence table (``t1_wide``) over a T1 of ``num_items``."""
-        return self.t1_wide == "cooccur" or (self.t1_wide == AUTO and num_items <= MAX_WIDE_ITEMS)
+        return self.t1_wide in ("cooccur", AUTO)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conure_core.wide import decayed_last, decayed_scores
+from conure_core.wide import ItemBag, TransitionTable, decayed_last, decayed_scores
 
 HEAD_KINDS = ("sequence", "item", "class")
 
@@ -27,9 +27,10 @@ class NextItemHead(nn.Module):
         self.width = width
         std = init_scale / math.sqrt(width)
         weight = torch.randn(num_labels, width, generator=generator) * std
-        # bag: the input ends with a 0/1 bag of ``bag`` T1 items (user_repr / class_repr "mean_bag"); its weights
-        # start at zero, as a logistic regression fitted from zeros, and are never normalised.
-        self.weight = nn.Parameter(torch.cat([weight, torch.zeros(num_labels, bag)], dim=1))
+        self.weight = nn.Parameter(weight)
+        # bag: the input ends with the slots of a bag of ``bag`` T1 items (user_repr / class_repr "mean_bag",
+        # ``wide.bag_slots``), read by a sparse weight per item and label that is never normalised.
+        self.bag = ItemBag(bag, num_labels) if bag else None
         # Bias starts at the log label frequency of the TRAIN split when given ("init well": the head
         # starts as the popularity / class-prior model and training adds the user-dependent part).
         bias = torch.zeros(num_labels) if prior is None else torch.log(prior.double() + 1.0).float()
@@ -39,21 +40,20 @@ class NextItemHead(nn.Module):
         self.wide = wide_items > 0
         self.deep_only = False  # set while a T1 stage trains and selects the TCN on its own logits
         if self.wide:
-            self.register_buffer("wide_table", torch.zeros(wide_items + 2, num_labels))
+            self.wide_table = TransitionTable(wide_items)  # sparse top-k: [V+2, k] columns and values
             self.register_buffer("wide_decay", torch.ones(()))
             self.register_buffer("wide_scale", torch.zeros(()))
 
     def _prep(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.normalize:
-            return h
-        if h.shape[-1] == self.width:
-            return F.layer_norm(h, h.shape[-1:], eps=1e-5)
-        deep, bag = h[..., :self.width], h[..., self.width:]
-        return torch.cat([F.layer_norm(deep, deep.shape[-1:], eps=1e-5), bag], dim=-1)
+        """The TCN part of the input (its first ``width`` columns), normalised when ``normalize``."""
+        h = h[..., :self.width]
+        return F.layer_norm(h, h.shape[-1:], eps=1e-5) if self.normalize else h
 
     def scores(self, h: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [N, K] of inputs h [N, C]; ``offset`` [N, K] (T1's wide scores) is added."""
+        """Logits [N, K] of inputs h [N, C (+ bag slots)]; ``offset`` [N, K] (T1's wide scores) is added."""
         logits = self._prep(h) @ self.weight.t() + self.bias
+        if self.bag is not None:
+            logits = logits + self.bag(h[..., self.width:])
         return logits if offset is None else logits + offset
 
     def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
@@ -66,7 +66,8 @@ class NextItemHead(nn.Module):
 
     def pair_scores(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits of given columns: h [N, C], ids [N, M] -> [N, M]."""
-        return torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
+        out = torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
+        return out if self.bag is None else out + self.bag(h[..., self.width:]).gather(1, ids)
 
 
 class ItemHead(NextItemHead):
@@ -88,7 +89,7 @@ def build_head(kind: str, width: int, num_labels: int, generator: torch.Generato
 
     ``prior``: train-split label counts for the bias init; ``init_scale`` scales the N(0, 1/C) weights;
     ``normalize``: parameter-free LayerNorm on the user vector (item / class tasks only);
-    ``bag``: items of a 0/1 bag appended to the user vector; ``wide_items``: T1's transition table size.
+    ``bag``: T1 items of the bag whose slots end the user vector (``ItemBag``); ``wide_items``: T1's transition table size.
     """
     classes = {"sequence": NextItemHead, "item": ItemHead, "class": ClassHead}
     if kind not in classes:

@@ -66,6 +66,10 @@ def class_loss(user: torch.Tensor, head: NextItemHead, labels: torch.Tensor, lab
     h = head._prep(user)
     keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
     logits = (h * keep) @ head.weight.t() + head.bias
+    if head.bag is not None:  # the bag's items drop out as the dense bag's columns did
+        slots = user[:, head.width:]
+        kept = (torch.rand(slots.shape, generator=generator) >= dropout).to(h.device, h.dtype) / (1.0 - dropout)
+        logits = logits + head.bag(slots, kept)
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 

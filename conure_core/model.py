@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from conure_core.backbones import build_backbone
-from conure_core.config import MAX_WIDE_ITEMS, ModelConfig, TrainConfig
+from conure_core.config import ModelConfig, TrainConfig
 from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
 from conure_core.heads import NextItemHead, build_head
@@ -25,7 +25,7 @@ from conure_core.metrics import (FULL_SCORES, METRIC_OF_KIND, MetricAccumulator,
 from conure_core.naive import label_counts
 from conure_core.samplers import PopularitySampler
 from conure_core.seeding import stage_generator, stage_seed
-from conure_core.wide import SCALE, bag_of_items, fit_transitions
+from conure_core.wide import SCALE, bag_slots, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
 
@@ -129,11 +129,6 @@ class TaskModel:
         k = len(self.infos) + 1
         prior = label_counts(task, "train") if cfg.prior_bias else None
         shape = head_shape(self.config, task.kind, self.num_items)
-        if max(shape.values()) > MAX_WIDE_ITEMS:
-            raise LineageError(
-                f"task {task.name!r}: ModelConfig t1_wide='cooccur' / user_repr or class_repr='mean_bag' hold a weight per T1 item "
-                f"(up to {MAX_WIDE_ITEMS} items) and this T1 has {self.num_items}; use 'auto' (the presets' "
-                "choice: off past that size) or t1_wide='none' and no 'mean_bag' for it.")
         head = build_head(task.kind, self.config.width, task.num_labels, stage_generator(self.config.seed, k, "head"),
                           prior, cfg.head_init, self.config.head_norm, **shape).to(self.device)
         info = TaskInfo(task.name, task.kind, k, task.num_labels, METRIC_OF_KIND[task.kind], list(task.vocab))
@@ -146,10 +141,10 @@ class TaskModel:
         return info
 
     def _fit_wide(self, head: NextItemHead, task: TaskData) -> dict:
-        """Fill T1's transition table from its train split (shrink and decay chosen on validation)."""
+        """Fill T1's transition table from its train split (shrink, decay and k chosen on validation)."""
         fit = fit_transitions(task.sequences[task.rows("train")], task.sequences[task.rows("valid")],
-                              self.num_items, self.config.t1_targets)
-        head.wide_table.copy_(fit["table"].to(head.wide_table.device))
+                              self.num_items, self.config.t1_targets, self.config.t1_topk)
+        head.wide_table.fill(fit["table"].index, fit["table"].value)
         head.wide_decay.fill_(fit["decay"])
         return {k: v for k, v in fit.items() if k != "table"}
 
@@ -215,7 +210,8 @@ class TaskModel:
     def user_vectors(self, sequences: torch.Tensor, weights: Weights = None, kind: str = "item") -> torch.Tensor:
         """g for tasks of ``kind`` after T1 (``config.repr_of``): the hidden state at an appended
         separator, at the last item, or ("mean") the mean hidden state over every real position and the
-        separator; "mean_bag" appends the 0/1 bag of the sequence's items to that mean ([B, C + V])."""
+        separator; "mean_bag" appends the sequence's bag of items to that mean as slots ([B, C + L + 1],
+        ``wide.bag_slots``: its distinct item tokens, read by the head's sparse ``ItemBag``)."""
         how = self.config.repr_of(kind, self.num_items)
         if how != "last":
             sep = torch.full((sequences.shape[0], 1), self.num_items + 1, dtype=sequences.dtype, device=sequences.device)
@@ -226,7 +222,7 @@ class TaskModel:
             keep = (sequences != 0).unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1)
             if how == "mean_bag":
-                return torch.cat([pooled, bag_of_items(sequences, self.num_items)], dim=1)
+                return torch.cat([pooled, bag_slots(sequences, self.num_items)], dim=1)
             return pooled
         return hidden[:, -1]
 
@@ -321,7 +317,7 @@ class TaskModel:
         h = self.encode(seqs, weights)[:, -1] if info.kind == "sequence" else self.user_vectors(seqs, weights, info.kind)
         head = self.heads[info.name]
         offset = head.wide_scores(seqs, last=True) if info.kind == "sequence" else None
-        if info.kind != "class" and offset is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
+        if info.kind != "class" and offset is None and head.bag is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
             idx, val = streamed_topk(head._prep(h), head.weight, head.bias, k)
             return idx.cpu(), val.cpu()
         scores = head.scores(h, offset)
@@ -347,7 +343,7 @@ def rank_into(acc: MetricAccumulator, head: NextItemHead, h: torch.Tensor, y: to
     it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
     ``offset`` (T1's wide scores, already [rows x items]) is added to the logits.
     """
-    if offset is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
+    if offset is not None or head.bag is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
         scores = head.scores(h, offset)
         acc.add_loss(scores, y)
         acc.add_ranks(target_ranks(scores, y))
