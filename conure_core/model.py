@@ -431,7 +431,8 @@ class TaskLoss:
         if self.info.kind == "sequence":
             seqs = trim_padding(self.sequences[idx]).to(device).long()
             hidden = model.encode(seqs[:, :-1], weights)
-            return next_item_loss(hidden, seqs[:, 1:], self.head, cfg.sampled_fraction, self.generator)
+            fraction = cfg.sampled_fraction if self.model.num_items > cfg.sampled_above else 1.0
+            return next_item_loss(hidden, seqs[:, 1:], self.head, fraction, self.generator)
         users, row_user = torch.unique(self.row_users[idx], return_inverse=True)
         g = model.user_vectors(self.uniq[users].to(device).long(), weights, self.info.kind)[row_user.to(device)]
         y = self.labels[idx].to(device)
