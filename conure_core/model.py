@@ -20,7 +20,7 @@ from conure_core.data.types import TaskData
 from conure_core.errors import ConureError
 from conure_core.heads import LinearHead
 from conure_core.kinds import T1_KIND, kind_of
-from conure_core.seeding import stage_generator
+from conure_core.seeding import stage_generator, stage_seed
 from conure_core.wide import SCALE, bag_slots, fit_transitions
 
 Weights = dict[str, torch.Tensor] | None
@@ -88,7 +88,9 @@ class TaskModel:
             torch.set_flush_denormal(True)
         if backbone is None:
             backbone = build_backbone(config, self.num_items, stage_generator(config.seed, 0, "backbone"))
-        self.backbone = backbone.to(self.device)
+        # eval mode except while T1's stages take their steps (``dropout_mode``): dropout, when the
+        # config has it, never reaches inference, validation or a later task.
+        self.backbone = backbone.to(self.device).eval()
         self.params: dict[str, torch.nn.Parameter] = dict(self.backbone.named_parameters())
         self.heads: dict[str, LinearHead] = {}
         self.infos: list[TaskInfo] = []
@@ -267,6 +269,22 @@ class TaskModel:
     def drop_cache(self) -> None:
         """Forget cached per-task tensors (e.g. before a deepcopy)."""
         self._user_cache = {}
+
+    # ---- training ------------------------------------------------------------------------------
+    def seed_dropout(self, info: TaskInfo, stage: str) -> None:
+        """Seed the dropout masks of a T1 stage (torch's global stream), so the stage replays bit-identically."""
+        if info.index == 1 and float(getattr(self.config, "dropout", 0.0)) > 0.0:
+            torch.manual_seed(stage_seed(self.config.seed, info.index, f"{stage}:dropout"))
+
+    @contextlib.contextmanager
+    def dropout_mode(self, info: TaskInfo):
+        """While a stage of ``info``'s task takes its steps: the backbone in train mode for T1 (its dropout
+        on), eval mode for any later task; eval again afterwards (validation, inference)."""
+        self.backbone.train(info.index == 1)
+        try:
+            yield
+        finally:
+            self.backbone.eval()
 
     # ---- what a task's kind answers ------------------------------------------------------------
     def loss(self, task: TaskData, info: TaskInfo, cfg: TrainConfig, generator: torch.Generator):

@@ -51,7 +51,10 @@ class ParameterPolicy:
             p.requires_grad_(False)
         for p in (*backbone, *extra):
             p.requires_grad_(True)
-        groups = [{"params": backbone, "weight_decay": 0.0, "lr": cfg.lr * cfg.backbone_lr_scale},
+        # L2 on the backbone only in T1's first stage, where no weight has an owner yet (Adam's decay
+        # would move weights the gate holds still).
+        decay = cfg.weight_decay if info.index == 1 and stage == "train" else 0.0
+        groups = [{"params": backbone, "weight_decay": decay, "lr": cfg.lr * cfg.backbone_lr_scale},
                   {"params": extra, "weight_decay": 0.0}, *model.head_groups(info, stage, cfg)]
         return [g for g in groups if g["params"]]  # Adam refuses an empty group
 

@@ -74,6 +74,9 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                 return sync.broadcast_floats(found) if sync else found
 
             optimiser = torch.optim.Adam(groups, lr=cfg.lr) if params else None
+            per_epoch = -(-loss.num_rows // cfg.batch_size)
+            scheduler = Schedule(optimiser, cfg.lr_schedule, epochs * per_epoch)
+            model.seed_dropout(info, stage)
             best = Selection(cfg.select, validate(), params, kind_of(info.kind).higher_is_better)
             history = [best.record(task.name, stage, 0, None, info.metric)]
             _report(progress, history[-1])
@@ -83,24 +86,26 @@ def run_stage(model: "TaskModel", policy: "ParameterPolicy", task: TaskData, inf
                 rows = loss.order(generator)
                 total, batches = 0.0, 0
                 next_event = time.perf_counter() + BATCH_EVENT_S
-                for start in range(0, loss.num_rows, cfg.batch_size):
-                    optimiser.zero_grad(set_to_none=True)
-                    if sync:
-                        total += _parallel_step(sync, loss, rows[start:start + cfg.batch_size], params,
-                                                policy.stage_weights(model, info, stage))
-                    else:
-                        value = loss(rows[start:start + cfg.batch_size], policy.stage_weights(model, info, stage))
-                        value.backward()
-                        total += float(value.detach())
-                    policy.gate(model)
-                    model.zero_reserved_grads()
-                    optimiser.step()
-                    batches += 1
-                    if progress and time.perf_counter() >= next_event:  # a long epoch shows its progress
-                        next_event = time.perf_counter() + BATCH_EVENT_S
-                        _report(progress, {"event": "batch", "task": task.name, "stage": stage, "epoch": epoch,
-                                           "done": min(start + cfg.batch_size, loss.num_rows),
-                                           "rows": loss.num_rows})
+                with model.dropout_mode(info):
+                    for start in range(0, loss.num_rows, cfg.batch_size):
+                        optimiser.zero_grad(set_to_none=True)
+                        if sync:
+                            total += _parallel_step(sync, loss, rows[start:start + cfg.batch_size], params,
+                                                    policy.stage_weights(model, info, stage))
+                        else:
+                            value = loss(rows[start:start + cfg.batch_size], policy.stage_weights(model, info, stage))
+                            value.backward()
+                            total += float(value.detach())
+                        policy.gate(model)
+                        model.zero_reserved_grads()
+                        optimiser.step()
+                        batches += 1
+                        scheduler.step((epoch - 1) * per_epoch + batches)
+                        if progress and time.perf_counter() >= next_event:  # a long epoch shows its progress
+                            next_event = time.perf_counter() + BATCH_EVENT_S
+                            _report(progress, {"event": "batch", "task": task.name, "stage": stage, "epoch": epoch,
+                                               "done": min(start + cfg.batch_size, loss.num_rows),
+                                               "rows": loss.num_rows})
                 current = validate()
                 mean_loss = total / max(batches, 1)
                 if sync:
@@ -151,6 +156,23 @@ def _parallel_step(sync: StageSync, loss, batch_rows: torch.Tensor, params: list
 def _report(progress: Progress | None, event: dict) -> None:
     if progress:
         progress(dict(event))
+
+
+class Schedule:
+    """A stage's learning rate: "constant", or "cosine" (from the groups' rates down to 0 over the
+    stage's epochs; early stopping may end the stage before the bottom)."""
+
+    def __init__(self, optimiser: torch.optim.Optimizer | None, kind: str, total_steps: int) -> None:
+        self.optimiser, self.kind, self.total = optimiser, kind, max(total_steps, 1)
+        self.base = [g["lr"] for g in optimiser.param_groups] if optimiser else []
+
+    def step(self, done: int) -> None:
+        """Set the rates for the step after ``done`` steps."""
+        if self.kind == "constant" or self.optimiser is None:
+            return
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(done, self.total) / self.total))
+        for group, base in zip(self.optimiser.param_groups, self.base):
+            group["lr"] = base * factor
 
 
 class Selection:

@@ -41,10 +41,12 @@ class CausalConv(nn.Module):
 
 
 class Block(nn.Module):
-    """``out = x + conv_2d(ReLU(LN2(conv_d(ReLU(LN1(x))))))`` (pre-LN, as the authors' code)."""
+    """``out = x + drop(conv_2d(drop(ReLU(LN2(conv_d(ReLU(LN1(x))))))))`` (pre-LN, as the authors' code;
+    ``drop``: dropout while the module trains, identity otherwise)."""
 
-    def __init__(self, width: int, kernel: int, dilation: int) -> None:
+    def __init__(self, width: int, kernel: int, dilation: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout
         self.ln1 = nn.LayerNorm(width, eps=LN_EPS)
         self.conv1 = CausalConv(width, kernel, dilation)
         self.ln2 = nn.LayerNorm(width, eps=LN_EPS)
@@ -52,7 +54,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.relu(self.ln1(x)))
-        return x + self.conv2(F.relu(self.ln2(h)))
+        h = F.dropout(F.relu(self.ln2(h)), self.dropout, self.training)
+        return x + F.dropout(self.conv2(h), self.dropout, self.training)
 
 
 class TCN(nn.Module):
@@ -64,12 +67,12 @@ class TCN(nn.Module):
 
     def __init__(self, num_items: int, width: int = 64, kernel: int = 3,
                  dilations: list[int] | tuple[int, ...] = (1, 4, 1, 4),
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, dropout: float = 0.0) -> None:
         super().__init__()
-        self.width, self.kernel, self.num_items = width, kernel, num_items
+        self.width, self.kernel, self.num_items, self.dropout = width, kernel, num_items, dropout
         self.dilations = list(dilations)
         self.embedding = nn.Embedding(num_items + 2, width, padding_idx=0)
-        self.blocks = nn.ModuleList(Block(width, kernel, d) for d in self.dilations)
+        self.blocks = nn.ModuleList(Block(width, kernel, d, dropout) for d in self.dilations)
         self.reset_parameters(generator)
 
     @torch.no_grad()
@@ -94,8 +97,13 @@ class TCN(nn.Module):
         return 1 + sum((self.kernel - 1) * 3 * d for d in self.dilations)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, C]; position t sees tokens <= t only."""
-        x = self.embedding(tokens)
+        """Hidden states [B, L, C]; position t sees tokens <= t only.
+
+        Padding positions are held at zero after every block, as the causal conv's own left padding,
+        so a padded row scores as its unpadded tail does (T1's training trims all-padding columns).
+        """
+        real = (tokens != 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+        x = F.dropout(self.embedding(tokens), self.dropout, self.training)
         for block in self.blocks:
-            x = block(x)
+            x = block(x) * real
         return x

@@ -32,10 +32,12 @@ class Projection(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """``x = x + O(attn(Q, K, V of LN1(x)))``; ``x = x + FF2(ReLU(FF1(LN2(x))))`` (pre-LN)."""
+    """``x = x + drop(O(attn(Q, K, V of LN1(x))))``; ``x = x + drop(FF2(drop(ReLU(FF1(LN2(x))))))`` (pre-LN;
+    ``drop``: dropout while the module trains, also on the attention weights, as SASRec)."""
 
-    def __init__(self, width: int, ff_width: int) -> None:
+    def __init__(self, width: int, ff_width: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout
         self.ln1 = nn.LayerNorm(width, eps=LN_EPS)
         self.q, self.k, self.v, self.o = (Projection(width, width) for _ in range(4))
         self.ln2 = nn.LayerNorm(width, eps=LN_EPS)
@@ -45,10 +47,11 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.ln1(x)
         # One head: [B, 1, L, C]; the math backend is deterministic on CPU and CUDA alike.
+        p = self.dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(self.q(h).unsqueeze(1), self.k(h).unsqueeze(1), self.v(h).unsqueeze(1),
-                                           attn_mask=mask)
-        x = x + self.o(a.squeeze(1))
-        return x + self.ff2(F.relu(self.ff1(self.ln2(x))))
+                                           attn_mask=mask, dropout_p=p)
+        x = x + F.dropout(self.o(a.squeeze(1)), p)
+        return x + F.dropout(self.ff2(F.dropout(F.relu(self.ff1(self.ln2(x))), p)), p)
 
 
 class Transformer(nn.Module):
@@ -63,14 +66,14 @@ class Transformer(nn.Module):
     PRUNABLE = ("q", "k", "v", "o", "ff1", "ff2")
 
     def __init__(self, num_items: int, width: int = 64, num_blocks: int = 2, max_len: int = 256,
-                 ff_width: int | None = None, generator: torch.Generator | None = None) -> None:
+                 ff_width: int | None = None, generator: torch.Generator | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         if width <= 0 or num_blocks <= 0 or max_len <= 0:
             raise ValueError("Transformer width, num_blocks and max_len must be positive.")
-        self.width, self.num_items, self.max_len = width, num_items, max_len
+        self.width, self.num_items, self.max_len, self.dropout = width, num_items, max_len, dropout
         self.embedding = nn.Embedding(num_items + 2, width, padding_idx=0)
         self.positions = nn.Embedding(max_len, width)
-        self.blocks = nn.ModuleList(TransformerBlock(width, ff_width or width) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(TransformerBlock(width, ff_width or width, dropout) for _ in range(num_blocks))
         self.final_ln = nn.LayerNorm(width, eps=LN_EPS)
         self.reset_parameters(generator)
 
@@ -108,7 +111,7 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence length {length} exceeds the Transformer's max_len {self.max_len}; "
                              "build the backbone with a larger max_len or keep fewer recent items.")
         pos = torch.arange(length - 1, -1, -1, device=tokens.device)
-        x = self.embedding(tokens) + self.positions(pos).unsqueeze(0)
+        x = F.dropout(self.embedding(tokens) + self.positions(pos).unsqueeze(0), self.dropout, self.training)
         mask = self.attention_mask(tokens)
         for block in self.blocks:
             x = block(x, mask)

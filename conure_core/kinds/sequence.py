@@ -38,7 +38,7 @@ class SequenceKind(TaskKind):
         return NextItemHead(width, num_labels, generator, bias, init_scale, False, bag, wide_items)
 
     def head_l2(self, cfg):
-        return 0.0
+        return cfg.weight_decay  # T1's own recipe (0 in the paper)
 
     def loss(self, model, task, info, cfg, generator):
         return NextItemLoss(model, task, info, cfg, generator)
@@ -88,6 +88,9 @@ class NextItemLoss:
         self.sequences = task.sequences[train_rows]
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
+        """Row order of one epoch: batches of similar length with ``length_buckets``, else shuffled."""
+        if self.cfg.length_buckets:
+            return bucketed_order((self.sequences > 0).sum(1), self.cfg.batch_size, generator)
         return torch.randperm(self.num_rows, generator=generator)
 
     def count(self, idx: torch.Tensor) -> int:
@@ -95,6 +98,25 @@ class NextItemLoss:
         return int((self.sequences[idx][:, 1:] > 0).sum())
 
     def __call__(self, idx: torch.Tensor, weights=None) -> torch.Tensor:
-        seqs = self.sequences[idx].to(self.model.device).long()
+        seqs = trim_padding(self.sequences[idx]).to(self.model.device).long()
         hidden = self.model.encode(seqs[:, :-1], weights)
-        return next_item_loss(hidden, seqs[:, 1:], self.head, self.cfg.sampled_fraction, self.generator)
+        fraction = self.cfg.sampled_fraction if self.model.num_items > self.cfg.sampled_above else 1.0
+        return next_item_loss(hidden, seqs[:, 1:], self.head, fraction, self.generator)
+
+
+def bucketed_order(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A permutation of rows in batches of similar length (ties shuffled), the batches in shuffled order."""
+    key = lengths.double() + torch.rand(lengths.numel(), generator=generator, dtype=torch.float64)
+    batches = torch.argsort(key).split(batch_size)
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
+
+
+def trim_padding(sequences: torch.Tensor) -> torch.Tensor:
+    """Left-padded rows [B, L] without their leading all-padding columns (at least two columns kept).
+
+    The same function for both backbones (up to float rounding): the Transformer never reads a padding
+    key, the TCN holds padding at zero.
+    """
+    real = (sequences != 0).any(dim=0)
+    first = int(real.int().argmax()) if bool(real.any()) else sequences.shape[1]
+    return sequences[:, min(first, sequences.shape[1] - 2):]
