@@ -5,7 +5,7 @@ import torch
 
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage
-from conure_core.model import bucketed_order, trim_padding
+from conure_core.kinds.sequence import bucketed_order, trim_padding
 from tests.core.conftest import FIRST, MODEL, cfg_for, learn_all, outputs
 
 
