@@ -134,7 +134,8 @@ class TrainConfig:
     # backbone encodes each user about once per epoch instead of once per row.
     group_by_user: bool = True
     # T1: batches of rows of similar length (batch order shuffled), each trimmed to its longest row;
-    # on short-tailed data (Games: 9 items a user, rows of 51) most of a row is padding otherwise.
+    # on short-tailed data (Games: 9 items a user, rows of 51) most of a row is padding otherwise
+    # (exact for the Transformer, an approximation for the TCN: ``model.trim_padding``).
     length_buckets: bool = False
     # Item-task loss: "bpr" (SPEC), "bpr_logq" (BPR on s - log q of the popularity sampler),
     # "softmax" (full softmax over the task's items).
