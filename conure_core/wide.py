@@ -67,6 +67,9 @@ class ItemBag(nn.Module):
 
     def __init__(self, num_items: int, num_labels: int) -> None:
         super().__init__()
+        if num_items >= 1 << 24:
+            raise ValueError(f"a bag of {num_items} T1 items: its slots ride in float32 user vectors, exact up to "
+                             f"{(1 << 24) - 1} items; use user_repr / class_repr 'mean' for this vocabulary.")
         self.weight = nn.Parameter(torch.zeros(num_items + 1, num_labels))
 
     def forward(self, slots: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:

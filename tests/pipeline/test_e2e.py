@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conure_core.wide import SCALE
+from conure_core.wide import SCALE, TOPK
 from tests.pipeline.conftest import HOME, TASKS
 
 
@@ -78,8 +78,9 @@ def test_metrics_per_step(learned, runs, client):
         t1 = next(r for r in runs.values() if r.data.tags.get("conure.stage") == stage
                   and r.data.tags.get("conure.task") == "clicks")
         wide = {k: v for k, v in t1.data.metrics.items() if k.startswith("wide/")}
-        assert set(wide) == {"wide/shrink", "wide/decay", "wide/valid", "wide/scale", "wide/valid_fused",
-                             "wide/valid_deep"}, stage
+        assert set(wide) == {"wide/k", "wide/shrink", "wide/decay", "wide/valid", "wide/scale", "wide/valid_fused",
+                             "wide/valid_deep", *(f"wide/valid_k{k}" for k in TOPK)}, stage
+        assert wide["wide/valid"] == wide[f"wide/valid_k{int(wide['wide/k'])}"]
         assert wide["wide/valid_fused"] >= wide["wide/valid_deep"] and wide["wide/scale"] in SCALE
 
 
