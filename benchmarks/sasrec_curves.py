@@ -1,7 +1,8 @@
 """``python -m benchmarks.sasrec_curves OUT.png [TAG ...]``: learning curves of ``benchmarks.sasrec_protocol`` runs.
 
 Reads the runs' log (``benchmarks/out/sasrec_protocol.jsonl``) and plots, per run tag, the protocol's
-validation NDCG@10 (the first 5,000 users' validation items) after each epoch of T1's train stage.
+validation NDCG@10 (the first 5,000 users' validation items) after each epoch of T1's train stage,
+with most-popular on the same users for reference (those users are harder than average).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.sasrec_protocol import LOG, PUBLISHED
+from benchmarks.sasrec_protocol import CURVE_USERS, DEFAULT_DATA, LOG, load_protocol, popularity, ranking
 
 
 def curves(tags: list[str] | None = None) -> dict[str, list[tuple[int, float]]]:
@@ -37,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for tag, points in curves(args[1:]).items():
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=tag)
-    ax.axhline(PUBLISHED["SASRec"][1], color="grey", linestyle="--", label="SASRec published (test)")
+    if DEFAULT_DATA.is_file():  # the reference on the same users: most-popular
+        data = load_protocol(DEFAULT_DATA)
+        pop = ranking(popularity(data)[data.candidates["valid"][:CURVE_USERS]])["ndcg@10"]
+        ax.axhline(pop, color="grey", linestyle="--", label=f"most-popular, same users ({pop:.3f})")
     ax.set_xlabel("epoch of T1's train stage")
-    ax.set_ylabel("validation NDCG@10 (100 negatives, 5,000 users)")
+    ax.set_ylabel(f"validation NDCG@10 (100 negatives, first {CURVE_USERS:,} users)")
     ax.set_title("Amazon Games, SASRec protocol")
     ax.legend(fontsize=7)
     fig.tight_layout()

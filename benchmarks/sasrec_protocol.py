@@ -78,7 +78,7 @@ def read_sequences(path: Path) -> tuple[list[np.ndarray], int]:
     if data.shape[1] != 2 or data.size == 0 or data.min() < 1:
         raise ValueError(f"{path}: every line must be 'user_id item_id', both integers from 1.")
     order = np.argsort(data[:, 0], kind="stable")  # group by user, keeping each user's file order
-    users, starts = np.unique(data[order, 0], return_index=True)
+    _, starts = np.unique(data[order, 0], return_index=True)
     return np.split(data[order, 1], starts[1:]), int(data[:, 1].max())
 
 
@@ -108,12 +108,14 @@ def load_protocol(path: Path, max_len: int = MAX_LEN, seed: int = 0) -> Protocol
     sequences, num_items = read_sequences(path)
     rows, split, owners, rated = [], [], [], []
     for u, items in enumerate(sequences):
-        if items.size < 3:
-            rows.append(_row(items, max_len + 1)), split.append(TRAIN), owners.append(u)
-            continue
-        for cut, code in ((2, TRAIN), (1, VALID), (0, TEST)):
-            rows.append(_row(items[:items.size - cut], max_len + 1)), split.append(code), owners.append(u)
-        rated.append(items[:-2])
+        # (items kept, split): train only below 3 items; else train / valid / test rows
+        parts = [(items, TRAIN)] if items.size < 3 else [(items[:-2], TRAIN), (items[:-1], VALID), (items, TEST)]
+        for kept, code in parts:
+            rows.append(_row(kept, max_len + 1))
+            split.append(code)
+            owners.append(u)
+        if items.size >= 3:
+            rated.append(items[:-2])
     rng = np.random.default_rng(seed)
     seqs = torch.from_numpy(np.stack(rows))
     split_t = torch.tensor(split, dtype=torch.int8)

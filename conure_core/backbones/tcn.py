@@ -97,13 +97,8 @@ class TCN(nn.Module):
         return 1 + sum((self.kernel - 1) * 3 * d for d in self.dilations)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, C]; position t sees tokens <= t only.
-
-        Padding positions are held at zero after every block, as the causal conv's own left padding,
-        so a padded row scores as its unpadded tail does (T1's training trims all-padding columns).
-        """
-        real = (tokens != 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+        """Hidden states [B, L, C]; position t sees tokens <= t only."""
         x = F.dropout(self.embedding(tokens), self.dropout, self.training)
         for block in self.blocks:
-            x = block(x) * real
+            x = block(x)
         return x

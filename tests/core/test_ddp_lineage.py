@@ -11,17 +11,13 @@ import json
 import torch.multiprocessing as mp
 
 from conure_core.naive import naive_baseline
-from tests.core.conftest import MODEL
 from tests.core.ddp_ranks import lineage_digests, run_rank
 
 # DDP vs one process: the same seeded row order and global batches, gradients weighted by each
 # shard's number of loss terms, but each rank draws its own BPR negatives, and float sums differ in
 # order, so the runs drift apart a little. Measured (2026-12-01): clicks MRR@5 equal (0.0769),
-# liked 0.4750 vs 0.5113, gender accuracy 0.8333 vs 0.8889 (one of 18 test users). After issue 16's
-# T1 recipe (padding held at zero, batches trimmed to their longest row) liked read 0.6065 vs 0.5054
-# (2026-12-06): the item task's per-rank BPR negatives on ~20 test users swing its MRR@5 by 0.1.
-# Stated tolerance:
-TOLERANCE = 0.12  # absolute, on every task's final test metric
+# liked 0.4750 vs 0.5113, gender accuracy 0.8333 vs 0.8889 (one of 18 test users). Stated tolerance:
+TOLERANCE = 0.06  # absolute, on every task's final test metric
 
 
 def test_two_rank_gloo_lineage(tmp_path, learned, tasks):
@@ -50,20 +46,3 @@ def test_gradient_average_with_an_empty_shard(tmp_path):
     for r in range(2):
         got = json.loads((tmp_path / f"grad{r}.json").read_text())
         assert got == {"grad": [1.0, 2.0, 3.0, 4.0], "total": 3.0, "q_none": True}
-
-
-def test_two_rank_lineage_on_the_default_preset(tmp_path):
-    """The shipped preset's model (per-item parts on: T1's co-occurrence table with its 0-dim scale
-    and decay, the class tasks' item bag), narrowed to the test's size: the ranks agree bit for bit."""
-    import dataclasses
-
-    from conure_core.config import get_preset
-
-    model = {**dataclasses.asdict(get_preset("quick").model), **MODEL}
-    assert model["t1_wide"] == "auto" and model["class_repr"] == "auto"
-    mp.spawn(run_rank, args=(2, str(tmp_path / "init"), str(tmp_path), model), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert "wide_scale" in ranks[0]["heads"]["clicks"]  # the per-item part really is there
-    assert ranks[0]["digests"] == ranks[1]["digests"] and ranks[0]["t1_scores"] == ranks[1]["t1_scores"]
-    for name, metrics in ranks[0]["after"].items():  # retention stays bit-exact
-        assert ranks[0]["final"][name] == metrics, name
