@@ -114,6 +114,14 @@ class TaskKind:
             raise ValueError(f"task {task.name!r} ({self.name}) needs one label per row.")
 
 
+class RanksItems:
+    """Mixin of the kinds whose answer is a ranking of item ids (T1, item tasks): the ranking figures."""
+
+    metric = "mrr@5"
+    metrics = ("mrr@5", "hr@5", "ndcg@5")
+    ranks_items = True
+
+
 class UserKind(TaskKind):
     """Kinds after T1: one label per row, read from the user vector g of the row's T1 sequence."""
 

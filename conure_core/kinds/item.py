@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from conure_core.kinds.base import UserKind, UserLoss, popularity_floor, rank_into
+from conure_core.kinds.base import RanksItems, UserKind, UserLoss, popularity_floor, rank_into
 from conure_core.losses import bpr_loss, class_loss
 from conure_core.samplers import PopularitySampler
 
 
-class ItemKind(UserKind):
+class ItemKind(RanksItems, UserKind):
     """The items a user will like, ranked over the task's own item vocabulary."""
 
     name = "item"
     display = "item"
-    metric = "mrr@5"
-    metrics = ("mrr@5", "hr@5", "ndcg@5")
-    ranks_items = True
 
     def loss(self, model, task, info, cfg, generator):
         return ItemLoss(model, task, info, cfg, generator)

@@ -5,20 +5,17 @@ import torch
 
 from conure_core.data.types import TaskData
 from conure_core.heads import NextItemHead
-from conure_core.kinds.base import TaskKind, popularity_floor, rank_into, top_k
+from conure_core.kinds.base import RanksItems, TaskKind, popularity_floor, rank_into, top_k
 from conure_core.losses import next_item_loss
 from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask
 
 
-class SequenceKind(TaskKind):
+class SequenceKind(RanksItems, TaskKind):
     name = "sequence"
     display = "sequence (T1)"
-    metric = "mrr@5"
-    metrics = ("mrr@5", "hr@5", "ndcg@5")
     t1 = True
     labels = "none"
     columns = "user_id, item_id, timestamp (one row per interaction) or user_id, items (a list, oldest first)"
-    ranks_items = True
 
     def representation(self, config, num_items):
         return "last"  # T1 reads the hidden state of every position (the next item of each prefix)
