@@ -268,15 +268,21 @@ def _live_clients(paths: Paths) -> list[int]:
 # ---- the server process --------------------------------------------------------------------------
 def _watch_idle(paths: Paths, idle: float) -> None:
     """Stop this server once no client lived for ``idle`` seconds, or once its record names another."""
-    idle_since = time.monotonic()
+    idle_since, recorded = time.monotonic(), False
     while True:
         time.sleep(min(2.0, max(idle / 4, 0.2)))
         try:
             owner = json.loads(paths.state.read_text()).get("pid")
         except (OSError, ValueError):
             owner = None
-        if owner != os.getpid():  # stopped (`conure server stop`) or replaced: leave quietly
+        # the command that spawned us writes the record just after; on a loaded machine that can come
+        # after our first look, so a record not written yet is no reason to leave (the idle rule still is)
+        if owner is None and not recorded:
+            pass
+        elif owner != os.getpid():  # stopped (`conure server stop`) or replaced: leave quietly
             break
+        else:
+            recorded = True
         if _live_clients(paths):
             idle_since = time.monotonic()
             continue
