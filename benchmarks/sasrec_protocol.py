@@ -23,6 +23,7 @@ import json
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,10 @@ def transition_matrix(seqs: torch.Tensor, num_items: int, shrink: float) -> torc
     held = torch.zeros(seqs.shape[0], size, dtype=torch.bool).scatter_(1, seqs, True)
     holders = held.sum(0).double()
     values = count.double() / (holders[a] + shrink)
-    return torch.sparse_coo_tensor(torch.stack([b, a]), values.float(), (size, size)).coalesce().to_sparse_csr()
+    with warnings.catch_warnings():  # torch calls its sparse CSR support "beta" on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_coo_tensor(torch.stack([b, a]), values.float(), (size, size),
+                                       check_invariants=True).coalesce().to_sparse_csr()
 
 
 def cooccur_scores(table: torch.Tensor, rows: torch.Tensor, candidates: torch.Tensor, decay: float,
