@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tasks  # noqa: F401  (the embedded server's environment, before Prefect is imported)
 from prefect import flow
 
 from flows.chain import FlowRun, ref_of
