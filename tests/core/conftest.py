@@ -21,6 +21,15 @@ def outputs(lineage: Lineage, task) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return idx, scores, lineage.evaluate(task)
 
 
+def assert_retained(lineage: Lineage, after: dict, tasks) -> None:
+    """Every task's top-k, scores and test metrics equal (bit for bit) what they were right after it was learned."""
+    for task in tasks:
+        idx, scores, metrics = outputs(lineage, task)
+        idx0, scores0, metrics0 = after[task.name]
+        assert torch.equal(idx, idx0) and torch.equal(scores, scores0), task.name
+        assert metrics == metrics0, task.name
+
+
 @pytest.fixture(scope="session")
 def tasks():
     return make_tasks()

@@ -10,7 +10,7 @@ import torch
 from conure_core.checkpoint import load_state, save_state
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage
-from tests.core.conftest import MODEL, cfg_for, outputs
+from tests.core.conftest import MODEL, assert_retained, cfg_for, outputs
 
 T1_LABELS = ["i1", "i11", "i21", "i31"]  # liked's first four labels are T1 items, the other eight are new
 
@@ -51,11 +51,7 @@ def test_a_new_row_is_the_mean_history_of_the_users_labelled_with_it(grown):
 
 def test_every_earlier_task_is_bit_identical_after_new_items(grown):
     lineage, after, tasks = grown
-    for task in tasks:
-        idx, scores, metrics = outputs(lineage, task)
-        idx0, scores0, metrics0 = after[task.name]
-        assert torch.equal(idx, idx0) and torch.equal(scores, scores0), task.name
-        assert metrics == metrics0, task.name
+    assert_retained(lineage, after, tasks)
 
 
 def test_later_tasks_read_histories_with_new_items_and_a_saved_state_keeps_them(grown, tmp_path):

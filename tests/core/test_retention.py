@@ -3,16 +3,12 @@ import torch
 from conure_core.config import ModelConfig
 from conure_core.lineage import Lineage
 from conure_core.naive import naive_baseline
-from tests.core.conftest import MODEL, cfg_for, outputs
+from tests.core.conftest import MODEL, assert_retained, cfg_for, outputs
 
 
 def test_every_earlier_task_is_bit_identical_after_later_tasks(learned, tasks):
     lineage, after = learned
-    for task in tasks:
-        idx, scores, metrics = outputs(lineage, task)
-        idx0, scores0, metrics0 = after[task.name]
-        assert torch.equal(idx, idx0) and torch.equal(scores, scores0), task.name
-        assert metrics == metrics0, task.name
+    assert_retained(lineage, after, tasks)
 
 
 def test_tasks_beat_the_naive_baselines(learned, tasks):
