@@ -1,7 +1,8 @@
 """``--set section.field=value`` edits of a preset for benchmark runs (sections: model, first, later, classes).
 
 Values are read as YAML (``3e-3``, ``[1, 4, 16]``, ``mean``); ``classes.*`` starts from ``later`` when
-the preset has no class config. Example: ``--set model.width=64 --set classes.head_l2=0.01``.
+the preset has no class config; an edit of a field the preset's ``large`` recipe sets is applied there too
+(``top.large_above=N`` moves its threshold, ``top.large=null`` drops it). Example: ``--set model.width=64 --set classes.head_l2=0.01``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def apply_sets(preset: Preset, sets: list[str] | None) -> Preset:
         if name not in data[section]:
             raise ConfigError(f"--set {item!r}: {section} has no field {name!r}; valid: {sorted(data[section])}.")
         data[section][name] = value
+        if name in ((data.get("large") or {}).get(section) or {}):  # an explicit edit wins at every T1 size
+            data["large"][section] = {**data["large"][section], name: value}
     return Preset.from_dict(data)
 
 

@@ -272,6 +272,7 @@ def train_row(row: str, data: ProtocolData, preset, tag: str, quiet: bool) -> di
                   f"{curve[f'ndcg@{K}']:.4f} ({CURVE_USERS} users) {stamps[(event['stage'], event['epoch'])]:.0f}s",
                   flush=True)
 
+    preset = preset.for_items(task.num_items)  # as `conure learn` resolves it for this catalogue
     preset.apply_threads()
     lineage = Lineage.new(preset.model, task.num_items, list(task.vocab))
     cfg = preset.train_config(0)

@@ -20,12 +20,14 @@ class StageBars:
 
     Inside an epoch the learner's ``batch`` events move the bar by the epoch's share done and give
     the epoch's ETA; a stage that early stopping ends says so in one line; ``status`` events (what
-    the pipeline is loading or preparing) print as lines, so a long start is never silent."""
+    the pipeline is loading or preparing) print as lines, so a long start is never silent. Without a
+    terminal (a log file, a scheduler) there are no bars: each epoch and stage end is a plain line."""
 
     def __init__(self) -> None:
+        self.lines = not console.is_terminal and not _force()
         self.progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                                 disable=not console.is_terminal and not _force())
+                                 disable=self.lines)
         self.current = None
         self.epoch_started = 0.0
 
@@ -59,6 +61,10 @@ class StageBars:
             loss = event.get("loss")
             info = f"loss {loss:.4f} · valid {event.get('valid', float('nan')):.4f}" if loss is not None else ""
             self.progress.update(self.current, completed=int(event["epoch"]), info=info)
+            if self.lines:
+                task = self.progress.tasks[-1]
+                self.progress.console.print(f"{task.description} epoch {event['epoch']}/{int(task.total)}: {info} "
+                                            f"({_clock(time.monotonic() - self.epoch_started)})", highlight=False)
             self.epoch_started = time.monotonic()
         elif kind == "prune" and self.current is not None:
             self.progress.update(self.current, completed=1, info=f"free {event.get('free', 0):.1%}")
@@ -71,6 +77,9 @@ class StageBars:
                 self.progress.console.print(line, highlight=False)
             else:
                 self.progress.update(self.current, completed=task.total, info=f"{event.get('seconds', 0):.1f} s")
+                if self.lines:
+                    self.progress.console.print(f"{task.description}: done in {event.get('seconds', 0):.1f} s",
+                                                highlight=False)
             self.current = None
         elif kind == "step" and event.get("state") == "Cached":
             self.progress.console.print(f"[dim]cached[/dim] {event.get('name')}", highlight=False)

@@ -239,6 +239,27 @@ class Preset:
     # torch intra-op threads while this preset trains (None: torch's default). Results are bit-exact
     # for a given device and thread count, so a preset that fixes it also fixes its digests.
     threads: int | None = None
+    # Past ``large_above`` T1 items the lineage takes ``large``'s edits ({"model": {...}, "first": {...}}):
+    # a T1 recipe chosen on a real catalogue's validation split (docs/accuracy.md "T1 at real scale")
+    # where the preset's own T1, tuned on ~1.7K items, would train for hours. None: one recipe at every size.
+    large_above: int | None = None
+    large: dict[str, dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        for section, edits in (self.large or {}).items():
+            if section not in ("model", "first"):
+                raise ConfigError(f"Preset.large edits {section!r}; it may edit 'model' and 'first' (T1) only.")
+            base = getattr(self, section)
+            type(base).from_dict({**base.to_dict(), **edits})  # names the field when one is unknown or invalid
+
+    def for_items(self, num_items: int) -> "Preset":
+        """The preset a lineage whose T1 has ``num_items`` items learns with (``large`` past ``large_above``)."""
+        if not self.large or self.large_above is None or num_items <= self.large_above:
+            return self
+        data = self.to_dict()
+        for section, edits in self.large.items():
+            data[section] = {**data[section], **edits}
+        return Preset.from_dict(data)
 
     def apply_threads(self) -> None:
         """Set torch's intra-op thread count to the preset's, when it names one."""
@@ -261,7 +282,8 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model.to_dict(), "first": self.first.to_dict(),
                 "later": self.later.to_dict(), "prune_ratios": list(self.prune_ratios),
-                "classes": self.classes.to_dict() if self.classes else None, "threads": self.threads}
+                "classes": self.classes.to_dict() if self.classes else None, "threads": self.threads,
+                "large_above": self.large_above, "large": self.large}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preset":
@@ -270,7 +292,7 @@ class Preset:
                    first=TrainConfig.from_dict(data["first"]), later=TrainConfig.from_dict(data["later"]),
                    prune_ratios=list(data["prune_ratios"]),
                    classes=TrainConfig.from_dict(classes) if classes else None,
-                   threads=data.get("threads"))
+                   threads=data.get("threads"), large_above=data.get("large_above"), large=data.get("large"))
 
 
 def _quick() -> Preset:
@@ -299,6 +321,13 @@ def _quick() -> Preset:
                             head_l2=0.02, head_init=0.1, select="loss", user_dropout=0.3,
                             label_smoothing=0.1),
         prune_ratios=[0.7, 0.8, 0.9, 0.8, 0.9],
+        # Past 16,384 T1 items (Amazon Games: 23,715) the full softmax over batches of 32 takes minutes an
+        # epoch and overfits by epoch 4 (issue 16): T1 there trains wider, with dropout, weight decay,
+        # a 5 % sampled softmax over length-bucketed batches of 256 (docs/accuracy.md, "T1 at real scale").
+        large_above=16_384,
+        large={"model": {"width": 64, "dropout": 0.2},
+               "first": {"epochs": 40, "patience": 3, "batch_size": 256, "lr": 3e-3, "sampled_fraction": 0.05,
+                         "length_buckets": True, "head_init": 0.1, "weight_decay": 1e-5}},
         # The quick model's matmuls are tiny: a second OpenMP thread buys little, and on a loaded
         # 2-core machine its spin-waiting made the lineage 6x slower (167 s vs 27 s).
         threads=1,

@@ -67,6 +67,7 @@ def run_lineage(tasks: list[TaskData], preset: Preset, overrides: dict[str, dict
     ``overrides`` maps a task name to TrainConfig overrides (from its manifest: prune_ratio, epochs, lr).
     """
     started = time.perf_counter()
+    preset = preset.for_items(tasks[0].num_items)
     if lineage is None:
         lineage = Lineage.new(preset.model, tasks[0].num_items, list(tasks[0].vocab), device=device)
     offset = len(lineage.tasks)

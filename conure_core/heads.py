@@ -51,6 +51,11 @@ class LinearHead(nn.Module):
         out = torch.einsum("nc,nmc->nm", self._prep(h), self.weight[ids]) + self.bias[ids]
         return out if self.bag is None else out + self.bag(h[..., self.width:]).gather(1, ids)
 
+    @property
+    def fused(self) -> bool:
+        """Whether the logits add T1's table scores (see ``NextItemHead``)."""
+        return False
+
     def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
         """No table: None (see ``NextItemHead``)."""
         return None
@@ -72,10 +77,15 @@ class NextItemHead(LinearHead):
             self.register_buffer("wide_decay", torch.ones(()))
             self.register_buffer("wide_scale", torch.zeros(()))
 
+    @property
+    def fused(self) -> bool:
+        """A table, its scale not 0, and not ``deep_only``."""
+        return self.wide and not self.deep_only and float(self.wide_scale) != 0.0
+
     def wide_scores(self, tokens: torch.Tensor, last: bool = False) -> torch.Tensor | None:
         """scale * decayed table scores [B, L, V] of token prefixes [B, L] (``last``: of the last
         position only, [B, V]); None when the head has no table, its scale is 0, or it is ``deep_only``."""
-        if not self.wide or self.deep_only or float(self.wide_scale) == 0.0:
+        if not self.fused:
             return None
         scores = decayed_last if last else decayed_scores
         return self.wide_scale * scores(self.wide_table, tokens, float(self.wide_decay))

@@ -187,11 +187,8 @@ class TaskModel:
         head = self.heads[info.name]
         if not head.wide:
             return None
-        found = {}
-        for scale in SCALE:
-            head.wide_scale.fill_(scale)
-            m = self.evaluate(task, "valid", info, weights, batch_size)
-            found[scale] = (m[info.metric], -m["loss"])
+        metrics = kind_of(info.kind).evaluate_scales(self, task, "valid", info, weights, batch_size, SCALE)
+        found = {scale: (m[info.metric], -m["loss"]) for scale, m in metrics.items()}
         best = max(SCALE, key=lambda s: (*found[s], -s))
         head.wide_scale.fill_(best)
         info.wide = {**(info.wide or {}), "scale": best, "valid_fused": found[best][0], "valid_deep": found[0.0][0]}

@@ -199,6 +199,38 @@ def decayed_last(table: TransitionTable, tokens: torch.Tensor, decay: float) -> 
     return out.scatter_add_(1, table.index[tokens].long().flatten(1), entries.flatten(1))
 
 
+def prefix_pairs(tokens: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(target, source position, target's position, target's row) of every (kept target, non-padding
+    token of its prefix) pair; targets numbered row-major, as ``tensor[keep]`` orders them."""
+    row, pos = keep.nonzero(as_tuple=True)
+    prefix = (torch.arange(tokens.shape[1], device=tokens.device) <= pos.unsqueeze(1)) & (tokens[row] > 0)
+    target, src = prefix.nonzero(as_tuple=True)
+    return target, src, pos, row
+
+
+def decayed_at(table: TransitionTable, tokens: torch.Tensor, keep: torch.Tensor, decay: float) -> torch.Tensor:
+    """The decayed table scores [T, V] of the kept positions only (``decayed_scores(...)[keep]`` up to float
+    rounding) from the prefixes' sparse entries: its cost grows with (prefix length x k) per target,
+    not with L x V per row, so a long-tailed catalogue (Games: 9 items a user, rows of 200) never
+    builds the [rows, L, V] tensor."""
+    tokens = tokens.long()
+    target, src, pos, row = prefix_pairs(tokens, keep)
+    tok = tokens[row[target], src]
+    ages = (pos[target] - src).to(table.value.dtype)
+    entries = table.value[tok] * (decay ** ages).unsqueeze(1)
+    v = table.num_items
+    flat = (target.unsqueeze(1) * v + table.index[tok].long()).flatten()
+    out = torch.zeros(int(keep.sum()) * v, dtype=table.value.dtype, device=tokens.device)
+    return out.index_add_(0, flat, entries.flatten()).view(-1, v)
+
+
+def sparse_cost(sequences: torch.Tensor, k: int) -> tuple[float, float]:
+    """(dense, sparse) element counts of scoring every position of T1 rows [rows, L] from a k-column
+    table: [rows, L, V] scores vs (prefix length x k) entries, the latter weighted x8 (a scatter each)."""
+    real = (sequences > 0).sum(1).double()
+    return float(sequences.shape[0] * sequences.shape[1]), 8.0 * max(k, 1) * float((real * (real + 1) / 2).sum())
+
+
 def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Tensor, decay: float) -> torch.Tensor:
     """0-based ranks (``metrics.target_ranks``' rule) of the targets ``sequences[:, 1:][keep]`` among all V
     items under their prefix's decayed table scores, from the sparse scores alone (no [targets, V]).
@@ -210,10 +242,8 @@ def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Ten
     """
     tokens = sequences[:, :-1].long()
     v = table.num_items
-    row, pos = keep.nonzero(as_tuple=True)  # targets, row-major
     y = sequences[:, 1:][keep].long() - 1
-    prefix = (torch.arange(tokens.shape[1], device=tokens.device) <= pos.unsqueeze(1)) & (tokens[row] > 0)
-    target, src = prefix.nonzero(as_tuple=True)  # (target, prefix position) pairs
+    target, src, pos, row = prefix_pairs(tokens, keep)
     tok = tokens[row[target], src]
     vals, cols = table.value[tok], table.index[tok].long()
     real = vals > 0  # unused slots hold 0
@@ -248,9 +278,8 @@ def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_
     """
     acc = MetricAccumulator()
     rows, length = sequences.shape
-    real = (sequences > 0).sum(1).double()
-    sparse_cost = 8.0 * max(table.k, 1) * float((real * (real + 1) / 2).sum())
-    dense = rows * length * table.num_items <= sparse_cost
+    positions, entries = sparse_cost(sequences, table.k)
+    dense = positions * table.num_items <= entries
     budget, per_row = (FULL_SCORES, length * table.num_items) if dense else \
         (ENTRY_BUDGET, length * (length + 1) // 2 * max(table.k, 1))
     chunk = max(1, min(rows, budget // per_row))

@@ -38,6 +38,7 @@ class PreparedRef(BaseModel):
     interactions: int = 0  # sequence tasks: items of every user, before max_len
     interactions_dropped: int = 0  # ... of those, older than each user's last max_len
     users_cut: int = 0  # users who lost items to max_len
+    num_items: int = 0  # T1's item vocabulary (every task of a lineage reads T1's sequences)
     manifest: TaskManifest
 
     @classmethod
@@ -50,7 +51,7 @@ class PreparedRef(BaseModel):
                    rows=meta["rows"], splits=splits, quarantined=meta["quarantined"],
                    duplicates_dropped=meta.get("duplicates_dropped", 0), interactions=meta.get("interactions", 0),
                    interactions_dropped=meta.get("interactions_dropped", 0), users_cut=meta.get("users_cut", 0),
-                   manifest=meta["manifest"])
+                   num_items=meta.get("num_items", 0), manifest=meta["manifest"])
 
     def cut_note(self) -> str:
         """What max_len dropped, in one sentence ("" when nothing)."""

@@ -95,6 +95,13 @@ def new_lineage(model_cfg: dict, task, device=None):
     return Lineage.new(ModelConfig.from_dict(model_cfg), task.num_items, list(task.vocab), device=device)
 
 
+def resolved_preset(preset: dict, ref: dict):
+    """The Preset a task of ``ref`` learns with: ``Preset.for_items`` of T1's vocabulary (the ref's)."""
+    from conure_core.config import Preset
+
+    return Preset.from_dict(preset).for_items(int(ref.get("num_items") or 0))
+
+
 def load_lineage(state_dir: Path, device=None):
     from conure_core.checkpoint import load_state
 
@@ -109,7 +116,8 @@ def stage_inputs(store, stage: str, index: int, ref: dict, parent: str | None, p
     if parent:
         return load_lineage(store.state_path(parent), device=device), data, cfg
     if stage == "train" and index == 0:
-        return new_lineage(preset["model"], data, device=device), data, cfg
+        return new_lineage(resolved_preset(preset, {"num_items": data.num_items}).model.to_dict(), data,
+                           device=device), data, cfg
     raise PipelineError(f"stage {stage} of task '{ref['name']}' has no parent state; re-run the flow.")
 
 
@@ -143,9 +151,7 @@ def save_lineage(lineage, tmp_dir: Path) -> str:
 
 def train_config(preset: dict, index: int, ref: dict):
     """The TrainConfig of the task at 0-based ``index`` (preset + the manifest's overrides)."""
-    from conure_core.config import Preset
-
-    chosen = Preset.from_dict(preset)
+    chosen = resolved_preset(preset, ref)
     chosen.apply_threads()
     return chosen.train_config(index, train_overrides(ref), ref.get("kind"))
 

@@ -42,7 +42,8 @@ def _ingest_key(_ctx, p: dict) -> str:
 def stage_key(stage: str, p: dict) -> str:
     """Cache key of one stage: parent state, data digest, model + train config, position, code."""
     cfg = adapters.train_config(p["preset"], p["index"], p["ref"])
-    key = {"parent": p["parent"], "data": p["ref"]["digest"], "model": p["preset"]["model"],
+    key = {"parent": p["parent"], "data": p["ref"]["digest"],
+           "model": adapters.resolved_preset(p["preset"], p["ref"]).model.to_dict(),
            "train": cfg.to_dict(), "index": p["index"], "code": code_version()}
     if stage_ranks(stage) > 1:  # N ranks sum floats in another order: another state, another key
         key["ranks"] = stage_ranks(stage)
@@ -145,12 +146,13 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
     device = str(model.device) if model is not None else f"torchrun x{nproc}"
     log.info(f"{stage} '{ref['name']}' (task {index + 1} of lineage '{lineage}') from state "
              f"{(parent or 'new')[:12]}, {cfg.stage_epochs.get(stage, 0)} epoch(s), device {device}")
+    model_cfg = adapters.resolved_preset(preset, ref).model.to_dict()  # as this catalogue's size resolves it
     run = tracker.start_run(f"{ref['name']}/{stage}", parent=task_run(tracker, track, ref),
                             tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.stage": stage,
                                   "conure.parent_state": parent or "", "conure.device": device},
                             params={"task": ref["name"], "kind": ref["kind"], "stage": stage,
                                     "strategy": track.get("strategy", "conure"), "prune_ratio": cfg.prune_ratio,
-                                    "index": index, "config": {"model": preset["model"], "train": cfg.to_dict()}})
+                                    "index": index, "config": {"model": model_cfg, "train": cfg.to_dict()}})
     epochs = cfg.stage_epochs.get(stage, 0)
     progress.emit({"event": "stage_start", "task": ref["name"], "stage": stage, "epochs": epochs})
 

@@ -7,7 +7,8 @@ from conure_core.data.types import TaskData
 from conure_core.heads import NextItemHead
 from conure_core.kinds.base import RanksItems, TaskKind, popularity_floor, rank_into, top_k
 from conure_core.losses import next_item_loss
-from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask
+from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
+from conure_core.wide import decayed_at, decayed_scores, sparse_cost
 
 
 class SequenceKind(RanksItems, TaskKind):
@@ -45,16 +46,46 @@ class SequenceKind(RanksItems, TaskKind):
         """Next items of held-out users, each given everything before it (see ModelConfig.t1_targets)."""
         head = model.heads[info.name]
         acc = MetricAccumulator()
+        for h, y, table in self._targets(model, head, task, split, weights, batch_size, head.fused):
+            rank_into(acc, head, h, y, None if table is None else head.wide_scale * table)
+        return acc.means()
+
+    @torch.no_grad()
+    def evaluate_scales(self, model, task, split, info, weights, batch_size, scales):
+        """``evaluate``'s metrics for each fusion scale of T1's table, from one pass over the split:
+        the TCN's logits and the table's scores are made once per batch, each scale only adds and ranks
+        (the same floats as ``evaluate`` with ``wide_scale`` = that scale)."""
+        head = model.heads[info.name]
+        accs = {s: MetricAccumulator() for s in scales}
+        for h, y, table in self._targets(model, head, task, split, weights, batch_size, True):
+            logits = head.scores(h)
+            for s, acc in accs.items():
+                scores = logits if s == 0.0 else logits + torch.tensor(s, dtype=table.dtype) * table
+                acc.add_loss(scores, y)
+                acc.add_ranks(target_ranks(scores, y))
+        return {s: acc.means() for s, acc in accs.items()}
+
+    @staticmethod
+    def _targets(model, head, task, split, weights, batch_size, table: bool):
+        """(hidden states, target columns, the table's unscaled scores or None) of a split's targets, in batches."""
         seqs = task.sequences[task.rows(split)]
-        if head.wide:  # the wide scores are [rows, L, V]: bound them as one full score matrix
-            batch_size = max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * model.num_items * 4)))
+        sparse = False
+        if head.wide:  # the table's scores: [rows, L, V] dense, or [targets, V] from sparse prefix entries
+            positions, entries = sparse_cost(seqs, head.wide_table.k)  # one choice per split: same floats each time
+            sparse = positions * model.num_items > entries
+            per_row = 2 * max(1.0, float(t1_target_mask(seqs, model.config.t1_targets).sum()) / max(1, seqs.shape[0])) \
+                if sparse else seqs.shape[1]
+            batch_size = max(1, min(batch_size, int(FULL_SCORES // (per_row * model.num_items * 4))))
+        decay = float(head.wide_decay) if head.wide else 1.0
         for start in range(0, seqs.shape[0], batch_size):
             batch = seqs[start:start + batch_size].to(model.device).long()
             hidden = model.encode(batch[:, :-1], weights)
             keep = t1_target_mask(batch, model.config.t1_targets)
-            offset = head.wide_scores(batch[:, :-1])
-            rank_into(acc, head, hidden[keep], batch[:, 1:][keep] - 1, None if offset is None else offset[keep])
-        return acc.means()
+            scores = None
+            if table:
+                scores = decayed_at(head.wide_table, batch[:, :-1], keep, decay) if sparse else \
+                    decayed_scores(head.wide_table, batch[:, :-1], decay)[keep]
+            yield hidden[keep], batch[:, 1:][keep] - 1, scores
 
     def predict(self, model, info, sequences, weights, k):
         """The next item after each sequence (position i = token i + 1)."""

@@ -31,7 +31,7 @@ class BaselineStrategy:
     def __init__(self, preset: Preset, num_items: int, *, overrides: dict | None = None, device: str | None = None,
                  item_vocab: list[str] | None = None, progress: Progress | None = None,
                  start: Lineage | None = None) -> None:
-        self.preset = preset
+        self.preset = preset.for_items(num_items)
         self.num_items = int(num_items)
         self.overrides = overrides or {}
         self.device = device

@@ -20,11 +20,11 @@ class ConureStrategy:
     def __init__(self, preset: Preset, num_items: int, *, overrides: dict | None = None, device: str | None = None,
                  item_vocab: list[str] | None = None, leave_last_unpruned: bool = False,
                  progress: Progress | None = None, lineage: Lineage | None = None) -> None:
-        self.preset = preset
+        self.preset = preset.for_items(num_items)
         self.overrides = overrides or {}
         self.leave_last_unpruned = leave_last_unpruned
         self.progress = progress
-        self.lineage = lineage or Lineage.new(preset.model, num_items, item_vocab, device=device)
+        self.lineage = lineage or Lineage.new(self.preset.model, num_items, item_vocab, device=device)
         self._pending: TaskData | None = None
 
     def _config(self, task: TaskData):

@@ -1,9 +1,13 @@
 """T1's recipe knobs (issue 16): dropout while T1 trains only, length buckets, sampled softmax past a size."""
 import dataclasses
 
+import pytest
 import torch
 
-from conure_core.config import ModelConfig
+from benchmarks.overrides import apply_sets
+from conure_core.config import ConfigError, ModelConfig, Preset, get_preset
+from conure_core.continual import run_lineage
+from tasks.adapters import train_config
 from conure_core.lineage import Lineage
 from conure_core.kinds.sequence import bucketed_order, trim_padding
 from tests.core.conftest import FIRST, MODEL, cfg_for, learn_all, outputs
@@ -51,3 +55,34 @@ def test_buckets_and_sampled_above_train(tasks):
     full.train(tasks[0], cfg)
     above.train(tasks[0], dataclasses.replace(cfg, sampled_fraction=0.1, sampled_above=tasks[0].num_items))
     assert torch.equal(full.params["embedding.weight"], above.params["embedding.weight"])
+
+
+def test_quick_takes_its_large_recipe_past_the_threshold_only():
+    quick = get_preset("quick")
+    assert quick.for_items(quick.large_above) is quick  # at or below it: the preset as tuned on the bundled data
+    large = quick.for_items(quick.large_above + 1)
+    assert (large.model.width, large.model.dropout) == (64, 0.2) and quick.model.width == 32
+    assert (large.first.batch_size, large.first.sampled_fraction, large.first.length_buckets) == (256, 0.05, True)
+    assert large.later == quick.later and large.classes == quick.classes  # T1's recipe only
+    assert large.for_items(10 ** 6).to_dict() == large.to_dict()  # applying it twice changes nothing
+    # a benchmark's explicit edit wins at every size
+    edited = apply_sets(quick, ["first.batch_size=64", "model.width=48"]).for_items(10 ** 6)
+    assert (edited.first.batch_size, edited.model.width, edited.first.lr) == (64, 48, 3e-3)
+
+
+def test_a_bad_large_recipe_is_refused_in_one_sentence():
+    data = get_preset("quick").to_dict()
+    with pytest.raises(ConfigError, match=r"has no field\(s\) \['widht'\]"):
+        Preset.from_dict({**data, "large": {"model": {"widht": 64}}})
+    with pytest.raises(ConfigError, match="may edit 'model' and 'first' \\(T1\\) only"):
+        Preset.from_dict({**data, "large": {"later": {"lr": 1.0}}})
+
+
+def test_a_lineage_past_the_threshold_learns_with_the_large_recipe(tasks):
+    base = Preset(name="t", model=ModelConfig(**MODEL), first=FIRST, later=cfg_for(1),
+                  large_above=tasks[0].num_items - 1, large={"model": {"width": 24}, "first": {"epochs": 1}})
+    lineage, report = run_lineage(tasks[:1], base)
+    assert lineage.model.config.width == 24 and report.stages[0]["epochs_run"] == 1
+    # the pipeline resolves it from the prepared task's T1 vocabulary
+    assert train_config(base.to_dict(), 0, {"num_items": tasks[0].num_items}).epochs == 1
+    assert train_config(base.to_dict(), 0, {"num_items": tasks[0].num_items - 1}).epochs == FIRST.epochs

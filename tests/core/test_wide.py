@@ -10,10 +10,11 @@ from conure_core.checkpoint import CheckpointError, load_state, save_state
 from conure_core.config import ModelConfig
 from conure_core.errors import ConureError
 from conure_core.heads import build_head
+from conure_core.kinds import kind_of
 from conure_core.lineage import Lineage
 from conure_core.metrics import t1_target_mask, target_ranks
 from conure_core.model import TaskModel
-from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, bag_slots, decayed_last, decayed_scores,
+from conure_core.wide import (K_EPSILON, SCALE, SHRINK, TOPK, bag_of_items, bag_slots, decayed_at, decayed_last, decayed_scores,
                               table_ranks, topk_transitions, transition_table)
 from tests.core.conftest import MODEL, cfg_for, learn_all, outputs
 
@@ -113,6 +114,23 @@ def test_t1_trains_its_tcn_exactly_as_without_the_wide_part(tasks, wide_learned)
     assert info.wide["valid_fused"] == lineage.evaluate(tasks[0], "valid")["mrr@5"] >= deep["mrr@5"]
 
 
+def test_one_pass_over_the_scales_equals_evaluating_each_scale(tasks, wide_learned):
+    lineage, _ = wide_learned
+    info, model = lineage.info("clicks"), lineage.model
+    head, kept = model.heads["clicks"], float(lineage.model.heads["clicks"].wide_scale)
+    scales = (0.0, 2.0, kept, 1e4)
+    with lineage.policy.reading(info):
+        weights = lineage.task_weights(info)
+        one_pass = kind_of("sequence").evaluate_scales(model, tasks[0], "valid", info, weights, 64, scales)
+        try:
+            for s in scales:
+                head.wide_scale.fill_(s)
+                assert one_pass[s] == model.evaluate(tasks[0], "valid", info, weights, 64), s
+        finally:
+            head.wide_scale.fill_(kept)
+    assert one_pass[0.0]["mrr@5"] != one_pass[1e4]["mrr@5"]  # the scales do differ
+
+
 def test_retention_and_state_round_trip_with_both_wide_parts(tasks, wide_learned, tmp_path):
     lineage, after = wide_learned
     for task in tasks:
@@ -169,3 +187,19 @@ def test_auto_keeps_the_per_item_parts_on_at_any_size(tasks):
     assert info.wide["k"] == fixed.heads["clicks"].wide_table.k == 3 and "valid_k3" in info.wide
     with pytest.raises(ConureError, match=r"t1_topk=0; use a positive whole number or null"):
         ModelConfig(t1_topk=0)
+
+
+def test_decayed_scores_at_the_kept_positions_from_sparse_entries():
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randint(1, 30, (6, 9), generator=gen)
+    rows[:3, :4] = 0  # left padding
+    index, counts, holders = topk_transitions(rows, 30, k=5)
+    table = transition_table(index, counts, holders, shrink=1.0)
+    tokens = rows[:, :-1]
+    keep = t1_target_mask(rows, "all")
+    for decay in (1.0, 0.8, 0.5):
+        dense = decayed_scores(table, tokens, decay)[keep]
+        assert torch.allclose(decayed_at(table, tokens, keep, decay), dense, rtol=1e-6, atol=1e-7), decay
+    last = torch.zeros_like(keep)
+    last[:, -1] = True
+    assert torch.allclose(decayed_at(table, tokens, last, 0.5), decayed_last(table, tokens, 0.5))

@@ -42,3 +42,20 @@ def test_bars_show_epoch_progress_and_early_stop(monkeypatch):
     text = sink.getvalue()
     assert "loading clicks for train: 943 user sequences, new lineage" in text
     assert "clicks · train: stopped early at epoch 10/15: best valid at epoch 7" in text
+
+
+def test_without_a_terminal_each_epoch_is_a_line(monkeypatch):
+    sink = io.StringIO()
+    monkeypatch.setattr(display, "console", Console(file=sink, force_terminal=False, width=160))
+    monkeypatch.delenv("CONURE_PROGRESS", raising=False)
+    with display.StageBars() as bars:
+        assert bars.lines
+        bars({"event": "stage_start", "task": "clicks", "stage": "train", "epochs": 3})
+        bars({"event": "batch", "task": "clicks", "stage": "train", "epoch": 1, "done": 250, "rows": 1000})
+        for epoch in (1, 2, 3):
+            bars({"event": "epoch", "task": "clicks", "stage": "train", "epoch": epoch, "loss": 1.5, "valid": 0.25})
+        bars({"event": "stage_end", "task": "clicks", "stage": "train", "best_epoch": 3, "epochs_run": 3,
+              "seconds": 4.0})
+    lines = sink.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        f"clicks · train epoch {e}/3: loss 1.5000 · valid 0.2500" for e in (1, 2, 3)] + ["clicks · train: done in 4.0 s"]
