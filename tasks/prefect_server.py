@@ -189,6 +189,13 @@ def attach() -> str | None:
     return state["url"]
 
 
+def answering() -> bool:
+    """Whether the attached server answers now (then ``wait_ready`` returns at once)."""
+    if _attached.get("url") and not _attached.get("ready"):
+        _attached["ready"] = _answers(_attached["url"])
+    return bool(_attached.get("ready"))
+
+
 def wait_ready(say=None) -> None:
     """Block until the attached server answers; no fixed timeout (see the module docstring).
 
