@@ -7,6 +7,7 @@ label tables (a few million rows) are validated as they are, plus a derived ``kn
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -40,9 +41,18 @@ DECIMAL = r"^\s*[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 FORMS = ("blank", "decimal")
 
 
-@lru_cache(maxsize=1)
+_CONTEXT_LOCK = threading.Lock()
+
+
 def context():
-    """One ephemeral GX context per process (import + setup costs seconds), quiet, no analytics."""
+    """One ephemeral GX context per process (import + setup costs seconds), quiet, no analytics;
+    thread-safe (the CLI makes it in a thread while Prefect's server boots)."""
+    with _CONTEXT_LOCK:
+        return _context()
+
+
+@lru_cache(maxsize=1)
+def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

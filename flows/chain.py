@@ -80,7 +80,7 @@ class FlowRun:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "FlowRun":
-        self._stack.enter_context(artifacts.tag_flow_run(self.lineage))  # Prefect runs tagged lineage:<name>
+        artifacts.tag_flow_run(self.lineage)  # the Prefect flow run tagged lineage:<name>
         self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=warn))
         try:
             from tasks.tracking import source_tags

@@ -117,8 +117,8 @@ def watch_landing(landing: str | None = None, lineage: str = "default", preset: 
     reported and held until its content changes (a refused one also until the lineage's HEAD moves).
     A folder without its sealed ``_SUCCESS`` marker is left alone until the marker comes.
     """
-    with tag_flow_run(lineage):  # the sweep's flow run and its task runs carry the lineage tag
-        return _sweep(Path(landing) if landing else Layout().landing, lineage, preset, floor, lock_timeout)
+    tag_flow_run(lineage)  # the sweep's flow run carries the lineage tag
+    return _sweep(Path(landing) if landing else Layout().landing, lineage, preset, floor, lock_timeout)
 
 
 def _sweep(folder: Path, lineage: str, preset: str | None, floor: float, lock_timeout: float | None) -> dict:

@@ -68,11 +68,12 @@ def lineage_tag(lineage: str) -> str:
     return f"lineage:{lineage}"
 
 
-def tag_flow_run(lineage: str):
+def tag_flow_run(lineage: str) -> None:
     """Tag the current flow run ``lineage:<name>`` (a deployment run is created before its
-    parameters are read, so the tag is added here) and return a context that tags the task runs
-    created inside it. A UI nicety: never fails the run."""
-    import prefect
+    parameters are read, so the tag is added here). Task runs are not tagged: Prefect turns every
+    task-run tag into a concurrency-slot request, which on the local SQLite server collides with its
+    own writes ("database is locked", a 2 s client retry, seconds per run); their names start with
+    the lineage and they are listed under their flow run. A UI nicety: never fails the run."""
     from prefect.runtime import flow_run
 
     tag = lineage_tag(lineage)
@@ -84,4 +85,3 @@ def tag_flow_run(lineage: str):
                 client.update_flow_run(flow_run.id, tags=sorted({*(flow_run.tags or []), tag}))
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("conure").warning(f"could not tag the flow run with {tag}: {exc}")
-    return prefect.tags(tag)

@@ -8,6 +8,7 @@ server, which stays up to mark the interrupted flow and task runs Crashed. Each 
 itself as a client (``server.clients/<pid>``); the server stops itself once it has had no live
 client for ``CONURE_SERVER_IDLE`` seconds (default 600), or on ``conure server stop``.
 
+A new home's database starts as a migrated copy kept per Prefect version (``tasks.prefect_db``).
 Start-up has no fixed timeout: a command waits while the server process is alive and its CPU time
 keeps growing, and says what it waits for. Nothing here runs when ``PREFECT_API_URL`` is set.
 """
@@ -27,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tasks import prefect_db
 from tasks.settings import child_env, home
 
 IDLE_S = 600.0  # default of CONURE_SERVER_IDLE
@@ -149,6 +151,7 @@ def _spawn(paths: Paths) -> dict:
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     idle = os.environ.get("CONURE_SERVER_IDLE", str(IDLE_S))
+    prefect_db.seed(paths.home)  # a new home: its database starts migrated (tasks/prefect_db.py)
     with open(paths.log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", MODULE, "--port", str(port), "--idle", idle,
                                  "--home", str(paths.home)],
@@ -187,6 +190,13 @@ def attach() -> str | None:
     _attached.update(state, paths=paths, ready=False)
     os.environ["PREFECT_API_URL"] = state["url"]
     return state["url"]
+
+
+def answering() -> bool:
+    """Whether the attached server answers now (then ``wait_ready`` returns at once)."""
+    if _attached.get("url") and not _attached.get("ready"):
+        _attached["ready"] = _answers(_attached["url"])
+    return bool(_attached.get("ready"))
 
 
 def wait_ready(say=None) -> None:
@@ -299,6 +309,7 @@ def serve(port: int, idle: float, home: Path) -> None:
     import uvicorn
 
     threading.Thread(target=_watch_idle, args=(Paths(home), idle), name="idle-watch", daemon=True).start()
+    prefect_db.migrate_keeping_template(home)  # the first new home: migrate it, keep a copy for the next ones
     uvicorn.run("prefect.server.api.server:create_app", factory=True, host="127.0.0.1", port=port,
                 log_level="error", lifespan="on")
 

@@ -170,22 +170,11 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
             result, digest, free = run_on_ranks(stage, index, ref, parent, preset, nproc, on_event)
         else:
             result = adapters.run_stage(model, stage, data, cfg, on_event)
-        if stage == "prune":
-            tracker.log_metrics(run, {"prune_ratio": result["ratio"]}, step=track["step"])
-            for point in result["curve"]:  # the validation curve the ratio was chosen on, one MLflow step per ratio
-                tracker.log_metrics(run, {"prune_curve/valid": point["valid"], "prune_curve/free": point["free"]},
-                                    step=int(round(point["ratio"] * 100)))
-        if result.get("wide"):  # T1's wide part: the fusion scale chosen on validation, and what it gave
-            tracker.log_metrics(run, {f"wide/{k}": float(v) for k, v in result["wide"].items()}, step=track["step"])
-        compute = time.perf_counter() - started
-        epochs_log.flush()
+        compute = time.perf_counter() - started  # the learner's seconds: saving and tracking below are not
         if nproc == 1:
             digest = store.put_state(lambda tmp: adapters.save_lineage(model, tmp))
             free = model.free_capacity()
-        tracker.log_metrics(run, {"compute_seconds": compute, "free_capacity/total": free["total"],
-                                  **{f"free_capacity/{k}": v for k, v in free.items() if k != "total"}},
-                            step=track["step"])
-        tracker.set_tags(run, {"conure.state_digest": digest})
+        epochs_log.flush(stage_metrics(stage, result, compute, free, track["step"]), tags={"conure.state_digest": digest})
         tracker.end_run(run)
     except BaseException:
         epochs_log.flush()
@@ -196,6 +185,20 @@ def _run_stage(stage: str, lineage: str, index: int, ref: dict, parent: str | No
              + (f", kept {result['kept']} weights" if stage == "prune" else ""))
     progress.emit({"event": "stage_end", "task": ref["name"], "stage": stage, "seconds": compute})
     return {"stage": stage, "state": digest, "compute_s": compute, "free_capacity": free, "result": result}
+
+
+def stage_metrics(stage: str, result: dict, compute: float, free: dict, step: int) -> list[tuple[int, dict]]:
+    """A finished stage's MLflow metrics as (step, metrics): its compute seconds, free capacity, the
+    prune ratio with the validation curve it was chosen on (one step per ratio in %), T1's wide part."""
+    out = [(step, {"compute_seconds": compute, "free_capacity/total": free["total"],
+                   **{f"free_capacity/{k}": v for k, v in free.items() if k != "total"}})]
+    if stage == "prune":
+        out.append((step, {"prune_ratio": result["ratio"]}))
+        out += [(int(round(p["ratio"] * 100)), {"prune_curve/valid": p["valid"], "prune_curve/free": p["free"]})
+                for p in result["curve"]]
+    if result.get("wide"):  # the fusion scale chosen on validation, and what it gave
+        out.append((step, {f"wide/{k}": float(v) for k, v in result["wide"].items()}))
+    return out
 
 
 def _size(ref: dict) -> str:
@@ -272,9 +275,10 @@ def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
     run = tracker.start_run(f"{current['name']}/evaluate", parent=task_run(tracker, track, current),
                             tags={**track.get("tags", {}), "conure.task": current["name"], "conure.stage": "evaluate",
                                   "conure.device": str(model.device)})
-    started = time.perf_counter()
     try:
-        metrics = {r["name"]: model.evaluate(adapters.load_task_data(lay.root, r), "test") for r in refs}
+        data = {r["name"]: adapters.load_task_data(lay.root, r) for r in refs}
+        started = time.perf_counter()  # the learner's seconds: reading the tables is not
+        metrics = {name: model.evaluate(task_data, "test") for name, task_data in data.items()}
         compute = time.perf_counter() - started
         free = model.free_capacity()
         catalogue = model.model.catalogue_size()  # items the latest task reads: T1's and those tasks introduced

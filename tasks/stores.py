@@ -13,7 +13,11 @@ revision was never recorded, and every later open fails ("table trace_info alrea
   not have; tables only when empty) are dropped, the migrations finished, the run count checked, and
   the copy renamed into place with the original kept as ``mlflow.db.bak-<time>``.
 
-All of it runs under ``.mlflow.db.lock`` (an OS lock: a killed holder releases it). Other stores
+All of it runs under ``.mlflow.db.lock`` (an OS lock: a killed holder releases it). The store is
+kept in SQLite's WAL journal mode, as Prefect keeps its own: a commit costs one sync instead of
+three or four (MLflow commits each call: ~8 ms instead of ~22 ms on a disk), and readers such as
+`conure ui` never block the pipeline's writes; the migrations of a new store run on its temporary
+file with no syncs at all (it is synced whole before the rename). Other stores
 (``MLFLOW_TRACKING_URI`` = a server, Postgres, ...) are left to MLflow.
 """
 from __future__ import annotations
@@ -71,7 +75,16 @@ def ensure_tracking_store(uri: str) -> None:
                     create(path)
                 elif not _complete(path):
                     repair(path)
+        use_wal(path)
         _ok.add(path)
+
+
+def use_wal(path: Path) -> None:
+    """Put a store made before WAL mode into it (persistent; best effort: a store held open by another
+    process, e.g. an MLflow UI server, keeps its mode until a later command finds it free)."""
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=1)) as con:
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
 
 
 def _complete(path: Path) -> bool:
@@ -102,17 +115,25 @@ def _remove_temporaries(path: Path) -> None:
 
 
 def _engine(path: Path):
+    """An engine on a temporary store file: no syncs and an in-memory rollback journal (the file is
+    synced whole before it is renamed into place; a killed build leaves only a temporary)."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _unsynced(dbapi_connection, _record):
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
+        dbapi_connection.execute("PRAGMA journal_mode=MEMORY")
+
     if crash.armed("mlflow-migrate"):
         sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *a: crash.point("mlflow-migrate"))
     return engine
 
 
 def migrate(path: Path, revision: str | None = None) -> None:
-    """Create MLflow's tables in ``path`` and migrate them to ``revision`` (default: the head)."""
+    """Create MLflow's tables in ``path`` (a temporary file) and migrate them to ``revision`` (default: the head)."""
     from alembic import command
     from mlflow.store.db.utils import _get_alembic_config, _upgrade_db
     from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
@@ -141,14 +162,26 @@ def create(path: Path) -> None:
         if inspect(tmp)["revision"] != head_revision():
             raise PipelineError(f"creating the MLflow store {path} stopped short of MLflow's schema; "
                                 "re-run the command (nothing was left half-made).")
+        _wal(tmp)
         _fsync(tmp)
         crash.point("mlflow-created")
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}-journal").unlink()  # a journal beside a replaced file must not replay onto the new one
+        _drop_journals(path)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _drop_journals(path: Path) -> None:
+    """A journal beside a file about to be replaced must not replay onto the new one."""
+    for suffix in ("-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _wal(path: Path) -> None:
+    """Switch a closed store file to WAL mode (recorded in the file; nothing left beside it once closed)."""
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
 
 
 def _fsync(path: Path) -> None:
@@ -169,6 +202,7 @@ def repair(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=60)) as src, \
                 contextlib.closing(sqlite3.connect(work)) as dst:
+            src.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the kept original holds every commit (WAL mode)
             src.backup(dst)
         if info["revision"] is None:
             raise _unrepairable(path, info, "it records no schema revision")
@@ -179,9 +213,11 @@ def repair(path: Path) -> None:
         if after["revision"] != head_revision() or after["rows"].get("runs", 0) != runs_before:
             raise _unrepairable(path, info, f"the finished copy has revision {after['revision']} and "
                                             f"{after['rows'].get('runs', 0)} runs (expected {runs_before})")
+        _wal(work)
         _fsync(work)
         backup = path.with_name(f"{path.name}.bak-{int(time.time())}")
         os.link(path, backup)
+        _drop_journals(path)
         os.replace(work, path)
         fsync_dir(path.parent)
     finally:

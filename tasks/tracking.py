@@ -205,19 +205,27 @@ class Tracker:
         return len(stale)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        flat = flatten("", params)
-        items = [Param(k[:250], v[:6000]) for k, v in flat.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100], synchronous=True)
+        self.log_batch(run_id, params=params)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+        self.log_batch(run_id, tags=tags)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_batch(run_id, [(step, metrics)])
+
+    def log_batch(self, run_id: str, steps: list[tuple[int, dict[str, float | None]]] = (),
+                  tags: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                  metrics: list[Metric] = ()) -> None:
+        """Metrics (``(step, {key: value})`` pairs, None values left out, and ready ``Metric`` entities),
+        tags and params of a run in as few store calls as MLflow allows (each is a SQLite commit)."""
         now = int(time.time() * 1000)
-        items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i:i + 500], synchronous=True)
+        ms = list(metrics) + [Metric(metric_key(k), float(v), now, step)
+                              for step, values in steps for k, v in values.items() if v is not None]
+        ps = [Param(k[:250], v[:6000]) for k, v in flatten("", params or {}).items()]
+        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        while ms or ps or ts:  # MLflow's limits per call: 1000 entities, 100 params, 100 tags
+            self.client.log_batch(run_id, metrics=ms[:800], params=ps[:100], tags=ts[:100], synchronous=True)
+            ms, ps, ts = ms[800:], ps[100:], ts[100:]
 
     def buffer(self, run_id: str, every_s: float = 5.0) -> "MetricBuffer":
         """Metrics collected in memory and written in one batch every ``every_s`` seconds / on flush."""
@@ -416,6 +424,9 @@ def _figure(width: float, height: float):
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
+    # `tight_layout` leaves a placeholder layout engine, for which savefig draws the figure once more
+    # to lay it out again (nothing to do): the same bytes without that draw
+    fig.set_layout_engine(None)
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
@@ -497,7 +508,7 @@ class MetricBuffer:
         if time.perf_counter() - self.last >= self.every_s:
             self.flush()
 
-    def flush(self) -> None:
-        for i in range(0, len(self.items), 500):
-            self.tracker.client.log_batch(self.run_id, metrics=self.items[i:i + 500], synchronous=True)
+    def flush(self, steps: list[tuple[int, dict[str, float | None]]] = (), tags: dict[str, Any] | None = None) -> None:
+        """Write the buffered metrics, with ``steps`` and ``tags`` of the same run, in one store call."""
+        self.tracker.log_batch(self.run_id, steps, tags=tags, metrics=self.items)
         self.items, self.last = [], time.perf_counter()
