@@ -224,11 +224,16 @@ def decayed_at(table: TransitionTable, tokens: torch.Tensor, keep: torch.Tensor,
     return out.index_add_(0, flat, entries.flatten()).view(-1, v)
 
 
-def sparse_cost(sequences: torch.Tensor, k: int) -> tuple[float, float]:
-    """(dense, sparse) element counts of scoring every position of T1 rows [rows, L] from a k-column
-    table: [rows, L, V] scores vs (prefix length x k) entries, the latter weighted x8 (a scatter each)."""
+def table_path(sequences: torch.Tensor, table: TransitionTable, t1_targets: str = "all", ranks: bool = True) -> str:
+    """How to score the table on T1 rows [rows, L], the cheapest by element count: "dense" ([rows, L, V]
+    from ``decayed_scores``), "targets" ([targets, V] plus the prefixes' entries, ``decayed_at``) or, when
+    only ranks are wanted, "sparse" (``table_ranks``: the entries alone, each a sort key, ~64x dearer)."""
     real = (sequences > 0).sum(1).double()
-    return float(sequences.shape[0] * sequences.shape[1]), 8.0 * max(k, 1) * float((real * (real + 1) / 2).sum())
+    entries = max(table.k, 1) * float((real * (real + 1) / 2).sum())
+    targets = float(t1_target_mask(sequences, t1_targets).sum())
+    costs = {"dense": float(sequences.shape[0] * sequences.shape[1]) * table.num_items,
+             "targets": targets * table.num_items + entries, "sparse": 64.0 * entries if ranks else float("inf")}
+    return min(costs, key=costs.get)  # ties: the first
 
 
 def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Tensor, decay: float) -> torch.Tensor:
@@ -251,13 +256,17 @@ def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Ten
     keys, slot = torch.unique(target.unsqueeze(1).expand_as(cols)[real] * v + cols[real], return_inverse=True)
     order = torch.argsort(step, stable=True)
     slot, vals, bounds = slot[order], vals[real][order], torch.bincount(step, minlength=tokens.shape[1]).cumsum(0).tolist()
+    # keys by their target's position, latest first: the keys step s decays are then a prefix
+    by_pos = torch.argsort(pos[keys // v], descending=True, stable=True)
+    keys, slot = keys[by_pos], torch.argsort(by_pos)[slot]
     who, cols = keys // v, keys % v
+    live = torch.bincount(pos[who], minlength=tokens.shape[1]).flip(0).cumsum(0).flip(0).tolist()  # pos >= s
     # decay 1 is decayed_scores' cumsum, which accumulates float32 in float64 and rounds once
     acc = torch.float64 if decay == 1.0 else vals.dtype
     scores, vals, since = torch.zeros(keys.numel(), dtype=acc, device=vals.device), vals.to(acc), 0
     for s, upto in enumerate(bounds):  # <= max_len steps; a table row's columns are distinct, one add per key
         if decay != 1.0:
-            scores = torch.where(pos[who] >= s, decay * scores, scores)
+            scores[:live[s]].mul_(decay)  # decayed_scores' decay * state, on the targets at or after s only
         scores.index_add_(0, slot[since:upto], vals[since:upto])
         since = upto
     scores = scores.to(table.value.dtype)
@@ -270,24 +279,35 @@ def table_ranks(table: TransitionTable, sequences: torch.Tensor, keep: torch.Ten
     return ranks + (target_score == 0) * (y - lower)
 
 
+def row_chunks(costs: torch.Tensor, budget: float) -> list[int]:
+    """Sizes of consecutive row chunks whose summed ``costs`` stay within ``budget`` (a row past it alone)."""
+    start = costs.double().cumsum(0) - costs.double()
+    _, sizes = torch.unique_consecutive(torch.div(start, budget, rounding_mode="floor"), return_counts=True)
+    return sizes.tolist()
+
+
 def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_targets: str = "all") -> float:
     """MRR@5 of the table alone on T1 rows (the targets ``TaskModel.evaluate`` scores).
 
-    Ranked from dense [rows, L, V] scores (``decayed_scores``) while they cost less than the sparse
-    entries of ``table_ranks`` (~8x dearer each, a sort); in chunks of bounded size either way.
+    Scored by the cheapest of ``table_path``'s three ways, in chunks of bounded size.
     """
     acc = MetricAccumulator()
     rows, length = sequences.shape
-    positions, entries = sparse_cost(sequences, table.k)
-    dense = positions * table.num_items <= entries
-    budget, per_row = (FULL_SCORES, length * table.num_items) if dense else \
-        (ENTRY_BUDGET, length * (length + 1) // 2 * max(table.k, 1))
-    chunk = max(1, min(rows, budget // per_row))
-    for start in range(0, rows, chunk):
-        seqs = sequences[start:start + chunk]
+    path = table_path(sequences, table, t1_targets)
+    real = (sequences > 0).sum(1).double()
+    if path == "dense":
+        sizes = max(1, min(rows, FULL_SCORES // (length * table.num_items)))
+    elif path == "targets":  # each row's own targets and entries: a few long rows do not size every chunk
+        per_row = t1_target_mask(sequences, t1_targets).sum(1).double() * table.num_items
+        sizes = row_chunks(per_row + real * (real + 1) / 2 * max(table.k, 1), FULL_SCORES)
+    else:
+        sizes = row_chunks(real * (real + 1) / 2 * max(table.k, 1), ENTRY_BUDGET)
+    for seqs in sequences.split(sizes):
         keep = t1_target_mask(seqs, t1_targets)
-        if dense:
+        if path == "dense":
             acc.add_ranks(target_ranks(decayed_scores(table, seqs[:, :-1], decay)[keep], seqs[:, 1:][keep] - 1))
+        elif path == "targets":
+            acc.add_ranks(target_ranks(decayed_at(table, seqs[:, :-1], keep, decay), seqs[:, 1:][keep] - 1))
         else:
             acc.add_ranks(table_ranks(table, seqs, keep, decay))
     return acc.means()["mrr@5"]

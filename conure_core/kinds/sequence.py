@@ -8,7 +8,7 @@ from conure_core.heads import NextItemHead
 from conure_core.kinds.base import RanksItems, TaskKind, popularity_floor, rank_into, top_k
 from conure_core.losses import next_item_loss
 from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
-from conure_core.wide import decayed_at, decayed_scores, sparse_cost
+from conure_core.wide import decayed_at, decayed_scores, table_path
 
 
 class SequenceKind(RanksItems, TaskKind):
@@ -71,8 +71,8 @@ class SequenceKind(RanksItems, TaskKind):
         seqs = task.sequences[task.rows(split)]
         sparse = False
         if head.wide:  # the table's scores: [rows, L, V] dense, or [targets, V] from sparse prefix entries
-            positions, entries = sparse_cost(seqs, head.wide_table.k)  # one choice per split: same floats each time
-            sparse = positions * model.num_items > entries
+            # one choice per split, so a split is scored with the same floats every time
+            sparse = table_path(seqs, head.wide_table, model.config.t1_targets, ranks=False) == "targets"
             per_row = 2 * max(1.0, float(t1_target_mask(seqs, model.config.t1_targets).sum()) / max(1, seqs.shape[0])) \
                 if sparse else seqs.shape[1]
             batch_size = max(1, min(batch_size, int(FULL_SCORES // (per_row * model.num_items * 4))))
