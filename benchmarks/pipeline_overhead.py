@@ -31,14 +31,19 @@ from tasks import prefect_db
 REPO = Path(__file__).resolve().parent.parent
 
 
-def conure_run(home: Path, preset: str, **extra: str) -> tuple[float, dict, dict]:
-    """(wall seconds, report, last_run.json) of one `conure run` in ``home``."""
+def home_env(home: Path, **extra: str) -> dict:
+    """The environment of a `conure` command in ``home`` (its own MLflow store and Prefect server)."""
     env = dict(os.environ, CONURE_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
                PREFECT_HOME=str(home / "prefect"), **extra)
     env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def conure_run(home: Path, preset: str, **extra: str) -> tuple[float, dict, dict]:
+    """(wall seconds, report, last_run.json) of one `conure run` in ``home``."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "conure_cli.main", "run", "--preset", preset, "--json"],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+                          cwd=REPO, env=home_env(home, **extra), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"pipeline_overhead: `conure run` failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -63,7 +68,9 @@ def main() -> None:
         wall1, report, first = conure_run(home, args.preset, **extra)
         wall2, report2, second = conure_run(home, args.preset, **extra)
     finally:
-        if not args.keep:
+        if not args.keep:  # the home's server would otherwise idle on for CONURE_SERVER_IDLE seconds
+            subprocess.run([sys.executable, "-m", "conure_cli.main", "server", "stop"], cwd=REPO,
+                           env=home_env(home, **extra), capture_output=True)
             shutil.rmtree(home, ignore_errors=True)
         if cache:
             shutil.rmtree(cache, ignore_errors=True)
