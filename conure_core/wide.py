@@ -224,12 +224,24 @@ def decayed_at(table: TransitionTable, tokens: torch.Tensor, keep: torch.Tensor,
     return out.index_add_(0, flat, entries.flatten()).view(-1, v)
 
 
+def prefix_entries(sequences: torch.Tensor, k: int) -> torch.Tensor:
+    """Per T1 row [rows, L]: the table entries its targets' prefixes read (every prefix of its items, k each)."""
+    real = (sequences > 0).sum(1).double()
+    return real * (real + 1) / 2 * max(k, 1)
+
+
+def target_chunks(sequences: torch.Tensor, table: TransitionTable, t1_targets: str = "all",
+                  budget: float = FULL_SCORES) -> list[int]:
+    """Row chunks for the "targets" path: each chunk's [targets, V] scores plus its entries within ``budget``."""
+    targets = t1_target_mask(sequences, t1_targets).sum(1).double()
+    return row_chunks(targets * table.num_items + prefix_entries(sequences, table.k), budget)
+
+
 def table_path(sequences: torch.Tensor, table: TransitionTable, t1_targets: str = "all", ranks: bool = True) -> str:
     """How to score the table on T1 rows [rows, L], the cheapest by element count: "dense" ([rows, L, V]
     from ``decayed_scores``), "targets" ([targets, V] plus the prefixes' entries, ``decayed_at``) or, when
     only ranks are wanted, "sparse" (``table_ranks``: the entries alone, each a sort key, ~64x dearer)."""
-    real = (sequences > 0).sum(1).double()
-    entries = max(table.k, 1) * float((real * (real + 1) / 2).sum())
+    entries = float(prefix_entries(sequences, table.k).sum())
     targets = float(t1_target_mask(sequences, t1_targets).sum())
     costs = {"dense": float(sequences.shape[0] * sequences.shape[1]) * table.num_items,
              "targets": targets * table.num_items + entries, "sparse": 64.0 * entries if ranks else float("inf")}
@@ -294,14 +306,12 @@ def table_mrr(table: TransitionTable, sequences: torch.Tensor, decay: float, t1_
     acc = MetricAccumulator()
     rows, length = sequences.shape
     path = table_path(sequences, table, t1_targets)
-    real = (sequences > 0).sum(1).double()
     if path == "dense":
         sizes = max(1, min(rows, FULL_SCORES // (length * table.num_items)))
     elif path == "targets":  # each row's own targets and entries: a few long rows do not size every chunk
-        per_row = t1_target_mask(sequences, t1_targets).sum(1).double() * table.num_items
-        sizes = row_chunks(per_row + real * (real + 1) / 2 * max(table.k, 1), FULL_SCORES)
+        sizes = target_chunks(sequences, table, t1_targets)
     else:
-        sizes = row_chunks(real * (real + 1) / 2 * max(table.k, 1), ENTRY_BUDGET)
+        sizes = row_chunks(prefix_entries(sequences, table.k), ENTRY_BUDGET)
     for seqs in sequences.split(sizes):
         keep = t1_target_mask(seqs, t1_targets)
         if path == "dense":

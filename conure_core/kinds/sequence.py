@@ -8,7 +8,7 @@ from conure_core.heads import NextItemHead
 from conure_core.kinds.base import RanksItems, TaskKind, popularity_floor, rank_into, top_k
 from conure_core.losses import next_item_loss
 from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
-from conure_core.wide import decayed_at, decayed_scores, table_path
+from conure_core.wide import decayed_at, decayed_scores, table_path, target_chunks
 
 
 class SequenceKind(RanksItems, TaskKind):
@@ -70,15 +70,15 @@ class SequenceKind(RanksItems, TaskKind):
         """(hidden states, target columns, the table's unscaled scores or None) of a split's targets, in batches."""
         seqs = task.sequences[task.rows(split)]
         sparse = False
+        sizes = batch_size
         if head.wide:  # the table's scores: [rows, L, V] dense, or [targets, V] from sparse prefix entries
             # one choice per split, so a split is scored with the same floats every time
             sparse = table_path(seqs, head.wide_table, model.config.t1_targets, ranks=False) == "targets"
-            per_row = 2 * max(1.0, float(t1_target_mask(seqs, model.config.t1_targets).sum()) / max(1, seqs.shape[0])) \
-                if sparse else seqs.shape[1]
-            batch_size = max(1, min(batch_size, int(FULL_SCORES // (per_row * model.num_items * 4))))
+            sizes = target_chunks(seqs, head.wide_table, model.config.t1_targets, FULL_SCORES // 4) if sparse else \
+                max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * model.num_items * 4)))
         decay = float(head.wide_decay) if head.wide else 1.0
-        for start in range(0, seqs.shape[0], batch_size):
-            batch = seqs[start:start + batch_size].to(model.device).long()
+        for rows in seqs.split(sizes):
+            batch = rows.to(model.device).long()
             hidden = model.encode(batch[:, :-1], weights)
             keep = t1_target_mask(batch, model.config.t1_targets)
             scores = None
