@@ -56,7 +56,7 @@ def backfill_one(source: Head, order: list[str], strategy: str, from_prefix: int
                         parent={"lineage": source.lineage, "prefix": from_prefix, "order": order})
         elif head.strategy != strategy:
             raise PipelineError(f"lineage '{target}' exists with strategy '{head.strategy}'; pick another --into name.")
-        fr.tracker.log_params(fr.run_id, {"strategy": strategy, "config": head.config})
+        fr.log_params({"strategy": strategy, "config": head.config})
         if strategy == "conure":
             if not head.tasks and from_prefix:  # share the source's prefix states as they are
                 head.tasks = [t.model_copy() for t in source.tasks[:from_prefix]]

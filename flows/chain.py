@@ -66,41 +66,67 @@ class FlowRun:
     """One flow run on one lineage: its lock, its MLflow parent run, its stats.
 
     experiment: the MLflow experiment to log into (a backfill: its source lineage's); tags: added
-    to every MLflow run of this flow run (a backfill: its order and strategy)."""
+    to every MLflow run of this flow run (a backfill: its order and strategy).
+
+    The MLflow parent run starts on first use (``parent_run``: the first step that computes, or a
+    failure): a re-run whose steps are all cache hits learned nothing, leaves no MLflow run and
+    imports no MLflow; the Prefect flow run still records it, with every step Cached."""
 
     def __init__(self, lineage: str, flow: str, params: dict, lock_timeout: float | None = None,
                  experiment: str | None = None, tags: dict[str, str] | None = None):
-        self.lineage, self.flow, self.params = lineage, flow, params
+        self.lineage, self.flow, self.params = lineage, flow, dict(params)
         self.lock_timeout = lock_timeout
         self.experiment, self.tags = experiment, dict(tags or {})
         self.store = LineageStore()
         self.stats = Stats()
         self.tracker = None
         self.run_id = ""
+        self.registered: tuple[str, str | None] = ("", None)  # (task, MLflow run URL) of the last register step
+        self._token = f"flow-run-{id(self)}"
+        self._open = self.store.layout.lineage_dir(lineage) / "mlflow_run.open"  # a parent run not ended yet
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "FlowRun":
         artifacts.tag_flow_run(self.lineage)  # the Prefect flow run tagged lineage:<name>
         self._stack.enter_context(self.store.lock(self.lineage, self.lock_timeout, notify=warn))
         try:
-            from tasks.tracking import source_tags
-
-            self.tracker = steps.tracker_for(self.lineage, self.experiment)
-            self.tracker.close_stale_runs()  # we hold the lock: any RUNNING run of this lineage was killed
-            self.run_id = self.tracker.start_run(f"{self.flow}:{_flow_run_name()}",
-                                                 tags={**source_tags(self.flow), **self.tags, "conure.flow": self.flow,
-                                                       "prefect.flow_run": _flow_run_id()},
-                                                 params=self.params)
-            run_logger().info(f"lineage '{self.lineage}': MLflow run {self.tracker.run_url(self.run_id)}")
+            if self._open.exists():  # a run killed before it ended its MLflow run: close that now
+                self.parent_run()
+            steps.open_flow_run(self._token, self.parent_run)
+            self._stack.callback(steps.close_flow_run, self._token)
         except BaseException:
             self._stack.close()
             raise
         return self
 
+    def log_params(self, params: dict) -> None:
+        """Parameters of the MLflow parent run (logged when it starts, or now if it has)."""
+        self.params.update(params)
+        if self.run_id:
+            self.tracker.log_params(self.run_id, params)
+
+    def parent_run(self) -> str:
+        """The MLflow parent run of this flow run, started on the first call."""
+        if self.run_id:
+            return self.run_id
+        from tasks.tracking import source_tags
+
+        self.tracker = steps.tracker_for(self.lineage, self.experiment)
+        self.tracker.close_stale_runs()  # we hold the lock: any RUNNING run of this lineage was killed
+        self.run_id = self.tracker.start_run(f"{self.flow}:{_flow_run_name()}",
+                                             tags={**source_tags(self.flow), **self.tags, "conure.flow": self.flow,
+                                                   "prefect.flow_run": _flow_run_id()},
+                                             params=self.params)
+        self._open.parent.mkdir(parents=True, exist_ok=True)
+        self._open.write_text(self.run_id)
+        run_logger().info(f"lineage '{self.lineage}': MLflow run {self.tracker.run_url(self.run_id)}")
+        return self.run_id
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             summary = self.stats.to_dict()
-            if self.tracker and self.run_id:
+            if exc is not None or self.run_id:  # a failure is always recorded, even before any step computed
+                self.parent_run()
                 if exc is not None and type(exc).__name__ == "ContractError":  # a failed validation, with its run
                     self._log_failed_validation(exc)
                 self.tracker.set_tags(self.run_id, {"conure.states": summary["states"],
@@ -108,6 +134,7 @@ class FlowRun:
                 self.tracker.log_metrics(self.run_id, {"wall_seconds": summary["wall_s"],
                                                        "compute_seconds": summary["compute_s"]})
                 self.tracker.end_run(self.run_id, "FINISHED" if exc is None else "FAILED")
+                self._open.unlink(missing_ok=True)
             if exc is None:
                 write_json(self.store.layout.lineage_dir(self.lineage) / "last_run.json",
                            {"flow": self.flow, "lineage": self.lineage, **summary})
@@ -129,17 +156,25 @@ class FlowRun:
         run_logger().error(f"validation failed: {summary['error']}")
 
     def publish(self, report: dict) -> None:
-        """Prefect artifacts of this flow run: the accuracy matrix table and the link to its MLflow run."""
+        """Prefect artifacts of this flow run: the accuracy matrix table and the link to its MLflow run
+        (a run of cache hits has none: then to the run that registered its last task)."""
         artifacts.prefect_artifact("table", key=artifacts.artifact_key(self.lineage, "accuracy-matrix"),
                                    table=artifacts.matrix_rows(report),
                                    description=f"lineage '{self.lineage}' ({report['strategy']}): test metric of "
                                                "each task (column) after learning each task (row)")
-        artifacts.prefect_artifact("link", key=artifacts.artifact_key(self.lineage, "mlflow"),
-                                   link=self.tracker.run_url(self.run_id),
-                                   link_text=f"MLflow run of this flow run (lineage '{self.lineage}')")
+        task, url = self.registered
+        if self.run_id:
+            artifacts.prefect_artifact("link", key=artifacts.artifact_key(self.lineage, "mlflow"),
+                                       link=self.tracker.run_url(self.run_id),
+                                       link_text=f"MLflow run of this flow run (lineage '{self.lineage}')")
+        elif url:
+            artifacts.prefect_artifact("link", key=artifacts.artifact_key(self.lineage, "mlflow"), link=url,
+                                       link_text=f"MLflow run that registered '{task}' (lineage '{self.lineage}'; "
+                                                 "this flow run's steps were all cache hits)")
 
     def track(self, step: int, strategy: str = "conure") -> dict:
-        return {"flow_run": self.run_id, "step": step, "strategy": strategy, "experiment": self.experiment,
+        """What a step needs to track itself: ``steps.parent_run(track)`` is this flow run's MLflow run."""
+        return {"flow_run": self._token, "step": step, "strategy": strategy, "experiment": self.experiment,
                 "tags": self.tags}
 
 
@@ -247,9 +282,10 @@ def register(fr: FlowRun, head: Head, slot: Slot, state: str, scores: dict) -> l
     matrix = [list(r) for r in head.matrix[:slot.pos]] + [row]
     capacity = adapters.capacity_forecast([r["name"] for r in refs], [t.free_capacity for t in slot.prior] +
                                           [scores["free_capacity"]], min_free_of(head))
-    fr.stats.call(steps.register, lineage=head.lineage, state=state, refs=refs, metrics=metrics, matrix=matrix,
-                  free_capacity=scores["free_capacity"], track=fr.track(slot.pos + 1, head.strategy),
-                  capacity=capacity, histories=head.histories)
+    out = fr.stats.call(steps.register, lineage=head.lineage, state=state, refs=refs, metrics=metrics,
+                        matrix=matrix, free_capacity=scores["free_capacity"],
+                        track=fr.track(slot.pos + 1, head.strategy), capacity=capacity, histories=head.histories)
+    fr.registered = (refs[-1]["name"], out.get("run_url"))  # a cached result names the run that registered it
     return row
 
 

@@ -49,7 +49,7 @@ def learn_dirs(lineage: str, task_dirs: list[str], preset: str | None = None, fl
     params = {"lineage": lineage, "task_dirs": [str(d) for d in task_dirs], "preset": preset or "", "floor": floor}
     with FlowRun(lineage, flow_name, params, lock_timeout) as fr:
         head = open_head(fr.store, lineage, preset)
-        fr.tracker.log_params(fr.run_id, {"strategy": head.strategy, "config": head.config})
+        fr.log_params({"strategy": head.strategy, "config": head.config})
         t1 = t1_of(head)
         for task_dir in task_dirs:
             is_t1 = adapters.kind_of(_kind_of(Path(task_dir))).t1

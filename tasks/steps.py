@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -66,6 +67,26 @@ _task_runs: dict[tuple[str, str], str] = {}
 
 
 _trackers: dict[tuple[str, str, str], object] = {}
+# flow-run token -> a call that starts (once) and returns that flow run's MLflow parent run
+_flow_runs: dict[str, Callable[[], str]] = {}
+
+
+def open_flow_run(token: str, parent_run: Callable[[], str]) -> None:
+    """Register a flow run's lazily started MLflow parent run under ``token`` (``FlowRun.track``'s ``flow_run``)."""
+    _flow_runs[token] = parent_run
+
+
+def close_flow_run(token: str) -> None:
+    _flow_runs.pop(token, None)
+    for key in [k for k in _task_runs if k[0] == token]:
+        del _task_runs[key]
+
+
+def parent_run(track: dict) -> str:
+    """The MLflow run of the flow run a step belongs to: started by the first step that needs it
+    (cache hits call no step), or ``track["flow_run"]`` itself when that is a run id."""
+    start = _flow_runs.get(track["flow_run"])
+    return start() if start else track["flow_run"]
 
 
 def tracker_for(lineage: str, experiment: str | None = None):
@@ -86,7 +107,7 @@ def task_run(tracker, track: dict, ref: dict) -> str:
     """The MLflow run of one task inside a flow run, created on first use (cache hits add none)."""
     key = (track["flow_run"], ref["name"])
     if key not in _task_runs:
-        run = tracker.start_run(ref["name"], parent=track["flow_run"],
+        run = tracker.start_run(ref["name"], parent=parent_run(track),
                                 tags={**track.get("tags", {}), "conure.task": ref["name"], "conure.kind": ref["kind"],
                                       "conure.step": str(track["step"])})
         data = {k: ref[k] for k in ("interactions", "interactions_dropped", "users_cut") if ref.get("interactions")}
@@ -316,7 +337,7 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
     if capacity:
         step_metrics.update(capacity_metrics(capacity, current["name"]))
         tracker.log_bytes(run, json.dumps(capacity, indent=1).encode(), "capacity/forecast.json")
-    tracker.log_metrics(track["flow_run"], step_metrics, step=n)
+    tracker.log_metrics(parent_run(track), step_metrics, step=n)
     # the task run's test metrics are logged by `register`, linked to the logged model and each dataset
     tracker.log_metrics(run, {k: v for k, v in step_metrics.items() if not k.startswith("test/")}, step=n)
     tracker.log_owner_maps(run, adapters.owner_maps(state_dir), names)
@@ -339,7 +360,7 @@ def register(lineage: str, state: str, refs: list[dict], metrics: list[str], mat
                        f"Tasks: {', '.join(names)}. Aliases `head`, `tasks-{n}`. Load it with "
                        f"`mlflow.pyfunc.load_model(\"models:/{model}/{version}\")`, or serve it with "
                        f"`mlflow models serve -m models:/{model}@head --env-manager local`.\n")
-    return {"model": model, "version": version}
+    return {"model": model, "version": version, "run_url": tracker.run_url(run)}
 
 
 def capacity_metrics(capacity: dict, task: str) -> dict[str, float]:
@@ -367,7 +388,7 @@ def refresh(lineage: str, update_dir: str, folder_digest: str, base: dict, state
     started = time.perf_counter()
     ref, counts = adapters.refresh_histories(Path(update_dir), lay.prepared, base_dir, lay.root)
     tracker = _tracker(lineage, track)
-    run = tracker.start_run(f"refresh:{Path(update_dir).name}", parent=track["flow_run"],
+    run = tracker.start_run(f"refresh:{Path(update_dir).name}", parent=parent_run(track),
                             tags={"conure.stage": "refresh", "conure.state_digest": state},
                             params={"update": update_dir, "update_digest": folder_digest, "base_histories": base["digest"],
                                     "histories": ref["digest"], "state_digest": state})
@@ -409,7 +430,7 @@ def baseline(lineage: str, strategy: str, refs: list[dict], preset: dict, track:
     metrics = [adapters.metric_of(r["kind"]) for r in refs]
     get_run_logger().info(f"baseline '{strategy}' over {', '.join(names)}: {compute:.1f} s")
     for i, row in enumerate(report["matrix"]):
-        tracker.log_metrics(track["flow_run"], {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row)
+        tracker.log_metrics(parent_run(track), {f"test/{t}/{m}": v for t, m, v in zip(names, metrics, row)
                                                 if v is not None}, step=i + 1)
-    tracker.log_matrix(track["flow_run"], names, metrics, report["matrix"])
+    tracker.log_matrix(parent_run(track), names, metrics, report["matrix"])
     return {"report": report, "compute_s": compute}

@@ -29,3 +29,25 @@ def test_importing_the_packages_sets_no_variable_and_makes_no_folder(tmp_path):
     # MLflow's own telemetry session id is MLflow's business (set when mlflow is imported)
     assert [k for k in result["changed"] if not k.startswith("_MLFLOW_")] == []
     assert result["made"] == [] and list(tmp_path.iterdir()) == []
+
+
+KIND_FACTS = """
+import json, sys
+import conure_core.kinds as kinds, data_contracts.manifest, tasks.reporting, flows.chain
+facts = {n: [k.t1, k.per_user, k.higher_is_better, k.metric, k.labels] for n, k in kinds.KINDS.items()}
+loaded = sorted(m for m in ("torch", "mlflow", "great_expectations") if m in sys.modules)
+print(json.dumps({"facts": facts, "loaded": loaded}))
+"""
+
+
+def test_the_kinds_facts_and_a_cached_runs_modules_load_no_torch_mlflow_or_gx():
+    """A re-run of cache hits reads task.yaml, the kinds' facts and HEAD: torch (~1 s), MLflow and GX
+    load only when a step computes (benchmarks.pipeline_overhead's rerun_frac)."""
+    out = subprocess.run([sys.executable, "-c", KIND_FACTS], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    assert result["facts"] == {"sequence": [True, False, True, "mrr@5", "none"],
+                               "item": [False, False, True, "mrr@5", "ids"],
+                               "class": [False, True, True, "accuracy", "ids"],
+                               "regression": [False, True, False, "rmse", "numbers"]}

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
+from conure_core.deferred import Deferred
 
-from conure_core.data.types import TaskData
-from conure_core.heads import LinearHead
-from conure_core.metrics import FULL_SCORES, MetricAccumulator, streamed_ranking, streamed_topk, target_ranks
+# torch and the modules that compute load on first use: a kind's facts need neither (conure_core/deferred.py)
+torch = Deferred("torch")
+heads = Deferred("conure_core.heads")
+metric_ops = Deferred("conure_core.metrics")
 
 if TYPE_CHECKING:  # the model calls the kinds; the kinds only receive it
     from conure_core.config import ModelConfig, TrainConfig
+    from conure_core.data.types import TaskData
     from conure_core.model import TaskInfo, TaskModel
 
-Weights = dict[str, torch.Tensor] | None
+    Weights = dict[str, torch.Tensor] | None
 
 
 class TaskKind:
@@ -56,10 +58,10 @@ class TaskKind:
 
     def build_head(self, width: int, num_labels: int, generator: torch.Generator | None = None,
                    prior: torch.Tensor | None = None, init_scale: float = 1.0, normalize: bool = False,
-                   bag: int = 0, wide_items: int = 0) -> LinearHead:
+                   bag: int = 0, wide_items: int = 0) -> heads.LinearHead:
         """A fresh head; the bias starts at log(count + 1) of ``prior`` (the popularity / class-prior model)."""
         bias = None if prior is None else torch.log(prior.double() + 1.0).float()
-        return LinearHead(width, num_labels, generator, bias, init_scale, normalize, bag)
+        return heads.LinearHead(width, num_labels, generator, bias, init_scale, normalize, bag)
 
     def head_l2(self, cfg: "TrainConfig") -> float:
         return cfg.head_l2
@@ -138,12 +140,13 @@ class UserKind(TaskKind):
 
     def evaluate(self, model, task, split, info, weights, batch_size):
         head = model.heads[info.name]
-        acc = MetricAccumulator()
+        acc = metric_ops.MetricAccumulator()
         for g, y in self.user_rows(model, task, split, weights, batch_size):
             self.score_batch(acc, head, g, y)
         return acc.means()
 
-    def score_batch(self, acc: MetricAccumulator, head: LinearHead, g: torch.Tensor, y: torch.Tensor) -> None:
+    def score_batch(self, acc: metric_ops.MetricAccumulator, head: heads.LinearHead, g: torch.Tensor,
+                    y: torch.Tensor) -> None:
         """Add one batch of rows to ``acc``."""
         raise NotImplementedError
 
@@ -185,29 +188,29 @@ class UserLoss:
         raise NotImplementedError
 
 
-def rank_into(acc: MetricAccumulator, head: LinearHead, h: torch.Tensor, y: torch.Tensor,
+def rank_into(acc: metric_ops.MetricAccumulator, head: heads.LinearHead, h: torch.Tensor, y: torch.Tensor,
               offset: torch.Tensor | None = None) -> None:
     """Add the cross-entropy and full-ranking ranks of targets ``y`` under ``head`` to ``acc``.
 
-    Up to ``FULL_SCORES`` scores the whole [rows x items] matrix is made at once (as always); past
-    it the ranking streams over blocks (``metrics.streamed_ranking``): equal ranks, bounded memory.
+    Up to ``metric_ops.FULL_SCORES`` scores the whole [rows x items] matrix is made at once (as always); past
+    it the ranking streams over blocks (``metric_ops.streamed_ranking``): equal ranks, bounded memory.
     ``offset`` (T1's wide scores, already [rows x items]) is added to the logits.
     """
-    if offset is not None or head.bag is not None or h.shape[0] * head.weight.shape[0] <= FULL_SCORES:
+    if offset is not None or head.bag is not None or h.shape[0] * head.weight.shape[0] <= metric_ops.FULL_SCORES:
         scores = head.scores(h, offset)
         acc.add_loss(scores, y)
-        acc.add_ranks(target_ranks(scores, y))
+        acc.add_ranks(metric_ops.target_ranks(scores, y))
         return
-    ranks, loss = streamed_ranking(head._prep(h).float(), head.weight.float(), head.bias.float(), y)
+    ranks, loss = metric_ops.streamed_ranking(head._prep(h).float(), head.weight.float(), head.bias.float(), y)
     acc.sums["loss"] = acc.sums.get("loss", 0.0) + loss
     acc.add_ranks(ranks)
 
 
-def top_k(head: LinearHead, h: torch.Tensor, k: int, offset: torch.Tensor | None = None
+def top_k(head: heads.LinearHead, h: torch.Tensor, k: int, offset: torch.Tensor | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k (positions, scores) of ``head`` on inputs h, streamed over item blocks past ``FULL_SCORES``."""
-    if offset is None and head.bag is None and h.shape[0] * head.weight.shape[0] > FULL_SCORES:
-        return streamed_topk(head._prep(h), head.weight, head.bias, k)
+    """Top-k (positions, scores) of ``head`` on inputs h, streamed over item blocks past ``metric_ops.FULL_SCORES``."""
+    if offset is None and head.bag is None and h.shape[0] * head.weight.shape[0] > metric_ops.FULL_SCORES:
+        return metric_ops.streamed_topk(head._prep(h), head.weight, head.bias, k)
     scores = head.scores(h, offset)
     top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
     return top.indices, top.values
@@ -215,6 +218,6 @@ def top_k(head: LinearHead, h: torch.Tensor, k: int, offset: torch.Tensor | None
 
 def popularity_floor(counts: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """Ranking metrics of ranking every target by ``counts`` (the most-popular model)."""
-    acc = MetricAccumulator()
-    acc.add_ranks(target_ranks(counts.double().expand(targets.numel(), -1), targets))
+    acc = metric_ops.MetricAccumulator()
+    acc.add_ranks(metric_ops.target_ranks(counts.double().expand(targets.numel(), -1), targets))
     return acc.means()

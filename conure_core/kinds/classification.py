@@ -1,12 +1,13 @@
 """``class``: a user's class (age group, gender, ...); accuracy, softmax cross-entropy."""
 from __future__ import annotations
 
-import torch
-
+from conure_core.deferred import Deferred
 from conure_core.kinds.base import UserKind, UserLoss
-from conure_core.losses import class_loss
-from conure_core.metrics import MetricAccumulator
 
+# torch and the modules that compute load on first use: a kind's facts need neither (conure_core/deferred.py)
+torch = Deferred("torch")
+losses = Deferred("conure_core.losses")
+metric_ops = Deferred("conure_core.metrics")
 
 class ClassKind(UserKind):
     name = "class"
@@ -41,7 +42,7 @@ class ClassKind(UserKind):
 
     def floor(self, task, split="test", t1_targets="all"):
         targets = task.labels[task.rows(split)]
-        acc = MetricAccumulator()
+        acc = metric_ops.MetricAccumulator()
         acc.add_classes(torch.full_like(targets, int(self.prior(task).double().argmax())), targets)
         return "majority", acc.means()
 
@@ -50,4 +51,4 @@ class ClassLoss(UserLoss):
     """Class cross-entropy with label smoothing and dropout on the user vector (``cfg``)."""
 
     def objective(self, g, y, idx):
-        return class_loss(g, self.head, y, self.cfg.label_smoothing, self.cfg.user_dropout, self.generator)
+        return losses.class_loss(g, self.head, y, self.cfg.label_smoothing, self.cfg.user_dropout, self.generator)

@@ -1,12 +1,13 @@
 """``item``: items a user will like (a label is an item id); full-ranking MRR@5 over the task's items."""
 from __future__ import annotations
 
-import torch
-
+from conure_core.deferred import Deferred
 from conure_core.kinds.base import RanksItems, UserKind, UserLoss, popularity_floor, rank_into
-from conure_core.losses import bpr_loss, class_loss
-from conure_core.samplers import PopularitySampler
 
+# torch and the modules that compute load on first use: a kind's facts need neither (conure_core/deferred.py)
+torch = Deferred("torch")
+losses = Deferred("conure_core.losses")
+samplers = Deferred("conure_core.samplers")
 
 class ItemKind(RanksItems, UserKind):
     """The items a user will like, ranked over the task's own item vocabulary."""
@@ -30,7 +31,7 @@ class ItemLoss(UserLoss):
 
     def __init__(self, model, task, info, cfg, generator) -> None:
         super().__init__(model, task, info, cfg, generator)
-        self.sampler = PopularitySampler(self.labels, info.num_labels)
+        self.sampler = samplers.PopularitySampler(self.labels, info.num_labels)
         self.log_q = self.sampler.probs.log().float().to(model.device) if cfg.item_loss == "bpr_logq" else None
 
     def order(self, generator: torch.Generator) -> torch.Tensor:
@@ -38,9 +39,9 @@ class ItemLoss(UserLoss):
 
     def objective(self, g, y, idx):
         if self.cfg.item_loss == "softmax":
-            return class_loss(g, self.head, y)
+            return losses.class_loss(g, self.head, y)
         negatives = self.sampler.sample(idx.numel(), self.generator).to(self.model.device)
-        return bpr_loss(g, self.head, y, negatives, self.log_q)
+        return losses.bpr_loss(g, self.head, y, negatives, self.log_q)
 
 
 def grouped_order(row_users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

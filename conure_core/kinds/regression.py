@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from conure_core.heads import LinearHead
+from conure_core.deferred import Deferred
 from conure_core.kinds.base import UserKind, UserLoss
-from conure_core.losses import number_loss
-from conure_core.metrics import MetricAccumulator
 
+# torch and the modules that compute load on first use: a kind's facts need neither (conure_core/deferred.py)
+torch = Deferred("torch")
+heads = Deferred("conure_core.heads")
+losses = Deferred("conure_core.losses")
+metric_ops = Deferred("conure_core.metrics")
 
 class RegressionKind(UserKind):
     name = "regression"
@@ -31,14 +32,14 @@ class RegressionKind(UserKind):
 
     def build_head(self, width, num_labels, generator=None, prior=None, init_scale=1.0, normalize=False,
                    bag=0, wide_items=0):
-        return LinearHead(width, num_labels, generator, None if prior is None else prior.float(), init_scale,
+        return heads.LinearHead(width, num_labels, generator, None if prior is None else prior.float(), init_scale,
                           normalize, bag)
 
     def loss(self, model, task, info, cfg, generator):
         return NumberLoss(model, task, info, cfg, generator)
 
     def evaluate(self, model, task, split, info, weights, batch_size):
-        acc = MetricAccumulator()
+        acc = metric_ops.MetricAccumulator()
         head = model.heads[info.name]
         for g, y in self.user_rows(model, task, split, weights, batch_size):
             acc.add_errors(head.scores(g)[:, 0], y)
@@ -58,7 +59,7 @@ class RegressionKind(UserKind):
     def floor(self, task, split="test", t1_targets="all"):
         """The train mean for every user."""
         y = task.labels[task.rows(split)]
-        acc = MetricAccumulator()
+        acc = metric_ops.MetricAccumulator()
         acc.add_errors(self.prior(task).expand(y.numel()), y)
         return "mean", errors(acc)
 
@@ -74,11 +75,11 @@ class NumberLoss(UserLoss):
     """``cfg.number_loss`` (MSE or Huber) of the head's output, dropout on the user vector (``cfg.user_dropout``)."""
 
     def objective(self, g, y, idx):
-        return number_loss(g, self.head, y, self.cfg.number_loss, self.cfg.huber_delta, self.cfg.user_dropout,
+        return losses.number_loss(g, self.head, y, self.cfg.number_loss, self.cfg.huber_delta, self.cfg.user_dropout,
                            self.generator)
 
 
-def errors(acc: MetricAccumulator) -> dict[str, float]:
+def errors(acc: metric_ops.MetricAccumulator) -> dict[str, float]:
     """rmse, mae, count, and loss (the mean squared error, what ``select="loss"`` keeps the lowest of)."""
     means = acc.means()
     if not acc.count:

@@ -1,14 +1,20 @@
 """``sequence``: T1, the users' interaction sequences; the next item at every position (NextItNet)."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from conure_core.data.types import TaskData
-from conure_core.heads import NextItemHead
+from conure_core.deferred import Deferred, no_grad
 from conure_core.kinds.base import RanksItems, TaskKind, popularity_floor, rank_into, top_k
-from conure_core.losses import next_item_loss
-from conure_core.metrics import FULL_SCORES, MetricAccumulator, t1_target_mask, target_ranks
-from conure_core.wide import decayed_at, decayed_scores, table_path, target_chunks
+
+# torch and the modules that compute load on first use: a kind's facts need neither (conure_core/deferred.py)
+torch = Deferred("torch")
+heads = Deferred("conure_core.heads")
+losses = Deferred("conure_core.losses")
+metric_ops = Deferred("conure_core.metrics")
+wide = Deferred("conure_core.wide")
+
+if TYPE_CHECKING:
+    from conure_core.data.types import TaskData
 
 
 class SequenceKind(RanksItems, TaskKind):
@@ -33,7 +39,7 @@ class SequenceKind(RanksItems, TaskKind):
                    bag=0, wide_items=0):
         bias = None if prior is None else torch.log(prior.double() + 1.0).float()
         # T1's logits read the raw hidden state (no LayerNorm: the backbone's own scale is the one it trains)
-        return NextItemHead(width, num_labels, generator, bias, init_scale, False, bag, wide_items)
+        return heads.NextItemHead(width, num_labels, generator, bias, init_scale, False, bag, wide_items)
 
     def head_l2(self, cfg):
         return cfg.weight_decay  # T1's own recipe (0 in the paper)
@@ -41,28 +47,28 @@ class SequenceKind(RanksItems, TaskKind):
     def loss(self, model, task, info, cfg, generator):
         return NextItemLoss(model, task, info, cfg, generator)
 
-    @torch.no_grad()
+    @no_grad
     def evaluate(self, model, task, split, info, weights, batch_size):
         """Next items of held-out users, each given everything before it (see ModelConfig.t1_targets)."""
         head = model.heads[info.name]
-        acc = MetricAccumulator()
+        acc = metric_ops.MetricAccumulator()
         for h, y, table in self._targets(model, head, task, split, weights, batch_size, head.fused):
             rank_into(acc, head, h, y, None if table is None else head.wide_scale * table)
         return acc.means()
 
-    @torch.no_grad()
+    @no_grad
     def evaluate_scales(self, model, task, split, info, weights, batch_size, scales):
         """``evaluate``'s metrics for each fusion scale of T1's table, from one pass over the split:
         the TCN's logits and the table's scores are made once per batch, each scale only adds and ranks
         (the same floats as ``evaluate`` with ``wide_scale`` = that scale)."""
         head = model.heads[info.name]
-        accs = {s: MetricAccumulator() for s in scales}
+        accs = {s: metric_ops.MetricAccumulator() for s in scales}
         for h, y, table in self._targets(model, head, task, split, weights, batch_size, True):
             logits = head.scores(h)
             for s, acc in accs.items():
                 scores = logits if s == 0.0 else logits + torch.tensor(s, dtype=table.dtype) * table
                 acc.add_loss(scores, y)
-                acc.add_ranks(target_ranks(scores, y))
+                acc.add_ranks(metric_ops.target_ranks(scores, y))
         return {s: acc.means() for s, acc in accs.items()}
 
     @staticmethod
@@ -73,18 +79,19 @@ class SequenceKind(RanksItems, TaskKind):
         sizes = batch_size
         if head.wide:  # the table's scores: [rows, L, V] dense, or [targets, V] from sparse prefix entries
             # one choice per split, so a split is scored with the same floats every time
-            sparse = table_path(seqs, head.wide_table, model.config.t1_targets, ranks=False) == "targets"
-            sizes = target_chunks(seqs, head.wide_table, model.config.t1_targets, FULL_SCORES // 4) if sparse else \
-                max(1, min(batch_size, FULL_SCORES // (seqs.shape[1] * model.num_items * 4)))
+            sparse = wide.table_path(seqs, head.wide_table, model.config.t1_targets, ranks=False) == "targets"
+            chunk = metric_ops.FULL_SCORES // 4
+            sizes = wide.target_chunks(seqs, head.wide_table, model.config.t1_targets, chunk) if sparse else \
+                max(1, min(batch_size, metric_ops.FULL_SCORES // (seqs.shape[1] * model.num_items * 4)))
         decay = float(head.wide_decay) if head.wide else 1.0
         for rows in seqs.split(sizes):
             batch = rows.to(model.device).long()
             hidden = model.encode(batch[:, :-1], weights)
-            keep = t1_target_mask(batch, model.config.t1_targets)
+            keep = metric_ops.t1_target_mask(batch, model.config.t1_targets)
             scores = None
             if table:
-                scores = decayed_at(head.wide_table, batch[:, :-1], keep, decay) if sparse else \
-                    decayed_scores(head.wide_table, batch[:, :-1], decay)[keep]
+                scores = wide.decayed_at(head.wide_table, batch[:, :-1], keep, decay) if sparse else \
+                    wide.decayed_scores(head.wide_table, batch[:, :-1], decay)[keep]
             yield hidden[keep], batch[:, 1:][keep] - 1, scores
 
     def predict(self, model, info, sequences, weights, k):
@@ -97,7 +104,7 @@ class SequenceKind(RanksItems, TaskKind):
 
     def floor(self, task, split="test", t1_targets="all"):
         seqs = task.sequences[task.rows(split)]
-        targets = seqs[:, 1:][t1_target_mask(seqs, t1_targets)] - 1
+        targets = seqs[:, 1:][metric_ops.t1_target_mask(seqs, t1_targets)] - 1
         return "popularity", popularity_floor(self.prior(task), targets)
 
     def check_task(self, task):
@@ -130,7 +137,7 @@ class NextItemLoss:
         seqs = (trim_padding(seqs) if self.cfg.length_buckets else seqs).to(self.model.device).long()
         hidden = self.model.encode(seqs[:, :-1], weights)
         fraction = self.cfg.sampled_fraction if self.model.num_items > self.cfg.sampled_above else 1.0
-        return next_item_loss(hidden, seqs[:, 1:], self.head, fraction, self.generator)
+        return losses.next_item_loss(hidden, seqs[:, 1:], self.head, fraction, self.generator)
 
 
 def bucketed_order(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:

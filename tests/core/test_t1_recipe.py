@@ -61,7 +61,8 @@ def test_quick_takes_its_large_recipe_past_the_threshold_only():
     quick = get_preset("quick")
     assert quick.for_items(quick.large_above) is quick  # at or below it: the preset as tuned on the bundled data
     large = quick.for_items(quick.large_above + 1)
-    assert (large.model.width, large.model.dropout) == (64, 0.2) and quick.model.width == 32
+    assert (large.model.width, large.model.dropout, large.model.backbone) == (64, 0.2, "transformer")
+    assert (quick.model.width, quick.model.backbone) == (32, "tcn")
     assert (large.first.batch_size, large.first.sampled_fraction, large.first.length_buckets) == (256, 0.05, True)
     assert large.later == quick.later and large.classes == quick.classes  # T1's recipe only
     assert large.for_items(10 ** 6).to_dict() == large.to_dict()  # applying it twice changes nothing

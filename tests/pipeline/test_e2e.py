@@ -133,13 +133,18 @@ def test_artifacts_inputs_and_model_versions(learned, runs, client):
     assert linked["test/clicks/mrr_at_5"][1] == "clicks"
 
 
-def test_second_run_is_all_cache_hits(learned, task_dirs, preset_file):
+def test_second_run_is_all_cache_hits(learned, task_dirs, preset_file, client):
     from flows.learn import learn_tasks
 
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment], max_results=500)}
     again = learn_tasks([str(d) for d in task_dirs], lineage="e2e", preset=preset_file)
     assert again["run"]["states"] == {"Cached": 18}
     assert again["run"]["compute_s"] == 0.0
     assert again["state_digest"] == learned["state_digest"] and again["matrix"] == learned["matrix"]
+    # it learned nothing, so it leaves no MLflow run (the Prefect flow run records it) and no open-run marker
+    assert {r.info.run_id for r in client.search_runs([experiment], max_results=500)} == before
+    assert not (HOME / "lineages" / "e2e" / "mlflow_run.open").exists()
 
 
 def test_predict_answers_under_every_task(learned):

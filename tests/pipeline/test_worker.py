@@ -1,5 +1,7 @@
 """A real Prefect process worker runs the `learn-task-process` deployment of deployments/prefect.yaml
-on the home the session's run already filled: every step is a cache hit, and the state is the same.
+on the home the session's run already filled: T1 into a new lineage, every learning step a cache hit
+(the same state), only the new lineage's register step computes, which starts the flow run's MLflow
+run tagged as a deployment's.
 The four process-pool entries are deployed as docs/deployments.md says (`--name '*-process'`).
 
 The session's `learned` fixture runs the same flow `conure learn` runs, in this process. The worker
@@ -29,7 +31,7 @@ def _api(url: str, path: str, body: dict | None = None) -> dict | list:
         return json.loads(r.read() or b"null")
 
 
-def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs, tmp_path):
+def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs, preset_file, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CONURE_"))}
@@ -57,35 +59,38 @@ def test_process_worker_runs_learn_deployment_from_the_cache(learned, task_dirs,
         assert watch["global_concurrency_limit"]["limit"] == 1 and watch["schedules"][0]["schedule"]["interval"] == 300
         deployment = deployments["learn-task-process"]
         assert deployment["job_variables"]["env"]["CONURE_HOME"] == str(HOME)  # resolved at deploy time
-        gender = str(task_dirs[-1])
+        clicks = str(task_dirs[0])
         run = _api(url, f"/deployments/{deployment['id']}/create_flow_run",
-                   {"parameters": {"task_dir": gender, "lineage": "e2e"}})
+                   {"parameters": {"task_dir": clicks, "lineage": "e2e-worker", "preset": str(preset_file)}})
         worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "conure-process",
                                  "--type", "process", "--run-once", "--limit", "1"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         flow_run = _api(url, f"/flow_runs/{run['id']}")
         assert flow_run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
-        assert flow_run["name"] == "e2e <- gender"
+        assert flow_run["name"] == "e2e-worker <- clicks"
         task_runs = _api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
-        names = sorted(t["name"] for t in task_runs)
-        assert names == sorted(f"e2e/gender/{s}" for s in ("ingest", "train", "prune", "retrain", "evaluate",
-                                                            "register"))
-        assert {t["state"]["name"] for t in task_runs} == {"Cached"}
+        states = {t["name"]: t["state"]["name"] for t in task_runs}
+        assert states == {**{f"e2e-worker/clicks/{s}": "Cached" for s in ("ingest", "train", "prune", "retrain",
+                                                                           "evaluate")},
+                          "e2e-worker/clicks/register": "Completed"}  # the register key names the lineage
         artifacts = _api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
-        assert sorted((a["key"], a["type"]) for a in artifacts) == [("e2e-accuracy-matrix", "table"),
-                                                                    ("e2e-mlflow", "markdown")]  # a link
+        assert {("e2e-worker-accuracy-matrix", "table"), ("e2e-worker-mlflow", "markdown")} <= \
+            {(a["key"], a["type"]) for a in artifacts}  # the matrix and a link
     finally:
         stop(server)
-    last = json.loads((HOME / "lineages" / "e2e" / "last_run.json").read_text())
-    assert last["flow"] == "learn-task" and last["states"] == {"Cached": 6} and last["all_cached"]
+    last = json.loads((HOME / "lineages" / "e2e-worker" / "last_run.json").read_text())
+    assert last["flow"] == "learn-task" and last["states"] == {"Cached": 5, "Completed": 1}
+    assert last["compute_s"] == 0.0 and not last["all_cached"]
     head = json.loads((HOME / "lineages" / "e2e" / "HEAD.json").read_text())
-    assert head["tasks"][-1]["state_digest"] == learned["state_digest"]
+    assert head["tasks"][-1]["state_digest"] == learned["state_digest"]  # untouched
+    worker_head = json.loads((HOME / "lineages" / "e2e-worker" / "HEAD.json").read_text())
+    assert [t["state_digest"] for t in worker_head["tasks"]] == [head["tasks"][0]["state_digest"]]  # the same T1 state
     assert not (tmp_path / "worker-home" / "storage").exists()  # nothing went to Prefect's default storage
 
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("e2e")
+    exp = client.get_experiment_by_name("e2e-worker")
     [mlflow_run] = client.search_runs([exp.experiment_id], f"tags.`prefect.flow_run` = '{run['id']}'")
     assert mlflow_run.data.tags["mlflow.source.type"] == "JOB"
     assert mlflow_run.data.tags["prefect.deployment"] == "learn-task-process"
