@@ -125,7 +125,8 @@ class FlowRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             summary = self.stats.to_dict()
-            if exc is not None or self.run_id:  # a failure is always recorded, even before any step computed
+            # a failure is recorded even before any step computed; an interrupt (Ctrl-C) only ends a started run
+            if self.run_id or isinstance(exc, Exception):
                 self.parent_run()
                 if exc is not None and type(exc).__name__ == "ContractError":  # a failed validation, with its run
                     self._log_failed_validation(exc)

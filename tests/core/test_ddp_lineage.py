@@ -46,3 +46,18 @@ def test_gradient_average_with_an_empty_shard(tmp_path):
     for r in range(2):
         got = json.loads((tmp_path / f"grad{r}.json").read_text())
         assert got == {"grad": [1.0, 2.0, 3.0, 4.0], "total": 3.0, "q_none": True}
+
+
+def test_two_rank_lineage_on_the_large_catalogue_model(tmp_path):
+    """`quick`'s model past `large_above` T1 items (the Transformer backbone, width 64, dropout 0.2)
+    under 2 gloo ranks: ranks agree after every task and earlier tasks keep their exact metrics."""
+    from conure_core.config import PRESETS
+
+    quick = PRESETS["quick"]
+    model = quick.for_items(quick.large_above + 1).model.to_dict()
+    assert model["backbone"] == "transformer"
+    mp.spawn(run_rank, args=(2, str(tmp_path / "init"), str(tmp_path), model), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["digests"] == ranks[1]["digests"] and ranks[0]["final"] == ranks[1]["final"]
+    for name, metrics in ranks[0]["after"].items():
+        assert ranks[0]["final"][name] == metrics, name
