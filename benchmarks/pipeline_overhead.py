@@ -1,6 +1,6 @@
 """The pipeline's own cost: `conure run` wall time vs the learner's compute inside it, and a re-run.
 
-    python -m benchmarks.pipeline_overhead [--preset quick] [--keep DIR] [--cold]
+    python -m benchmarks.pipeline_overhead [--preset quick] [--keep DIR] [--cold] [--server-up]
 
 Runs `conure run --json` twice in a fresh CONURE_HOME (subprocesses, as a user would):
 - overhead_frac = first wall / learner compute - 1, where learner compute is the sum of the seconds
@@ -11,7 +11,9 @@ Runs `conure run --json` twice in a fresh CONURE_HOME (subprocesses, as a user w
 A new home's Prefect database starts as a copy of a migrated one kept per Prefect version in the
 user's cache (tasks/prefect_db.py): ``prefect_db_template`` says whether the first run found it
 (``reused``) or migrated a new database and kept it (``built``, as on a machine's first run; force
-it with ``--cold``, which points XDG_CACHE_HOME at an empty folder).
+it with ``--cold``, which points XDG_CACHE_HOME at an empty folder). ``--server-up`` starts the new
+home's Prefect server first (`conure server start`, not timed), as every command after a home's
+first one finds it: the first run then pays imports and the flow, not the server's start.
 Readable lines first; the last line is one JSON object.
 """
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--keep", type=Path, default=None, help="use (and keep) this CONURE_HOME")
     parser.add_argument("--cold", action="store_true", help="no Prefect database template (an empty user cache)")
+    parser.add_argument("--server-up", action="store_true",
+                        help="start the home's Prefect server before the first run (not timed)")
     args = parser.parse_args()
     home = args.keep or Path(tempfile.mkdtemp(prefix="conure-overhead-"))
     if args.keep and home.exists():
@@ -65,6 +69,9 @@ def main() -> None:
     extra = {"XDG_CACHE_HOME": str(cache)} if cache else {}
     template = "reused" if prefect_db.template({**os.environ, **extra}).is_file() else "built"
     try:
+        if args.server_up:
+            subprocess.run([sys.executable, "-m", "conure_cli.main", "server", "start"], cwd=REPO,
+                           env=home_env(home, **extra), capture_output=True, check=True)
         wall1, report, first = conure_run(home, args.preset, **extra)
         wall2, report2, second = conure_run(home, args.preset, **extra)
     finally:
@@ -88,12 +95,13 @@ def main() -> None:
         "rerun_computed_steps": sum(v for k, v in second["states"].items() if k != "Cached"),
         "tasks": len(report["tasks"]),
         "prefect_db_template": template,
+        "server_up_before": args.server_up,
     }
     same = report2["state_digest"] == report["state_digest"]
     print(f"first `conure run` ({args.preset}): {wall1:.1f} s wall, learner compute {compute:.1f} s "
           f"-> pipeline overhead {figures['overhead_frac']:.1%} of the compute "
           f"(process start + Prefect server {figures['startup_s']:.1f} s, in-flow {first['wall_s']:.1f} s; "
-          f"Prefect database template {template})")
+          f"Prefect database template {template}{'; server started before it' if args.server_up else ''})")
     print(f"second run: {wall2:.1f} s wall = {figures['rerun_frac']:.1%} of the first; steps: {second['states']}; "
           f"same final state: {same}")
     print(json.dumps({"benchmark": "pipeline_overhead", "figures": figures,

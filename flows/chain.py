@@ -272,7 +272,7 @@ def stage(fr: FlowRun, head: Head, slot: Slot, name: str, parent: str | None) ->
 def evaluate(fr: FlowRun, head: Head, slot: Slot, state: str) -> dict:
     """Every task up to the slot's, tested with ``state``: metrics, each task's headline metric, free capacity."""
     return fr.stats.call(steps.evaluate, lineage=head.lineage, state=state, refs=slot.refs(),
-                         track=fr.track(slot.pos + 1, head.strategy))
+                         track=fr.track(slot.pos + 1, head.strategy), preset=head.config)
 
 
 def register(fr: FlowRun, head: Head, slot: Slot, state: str, scores: dict) -> list[float]:

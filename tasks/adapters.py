@@ -102,6 +102,14 @@ def resolved_preset(preset: dict, ref: dict):
     return Preset.from_dict(preset).for_items(int(ref.get("num_items") or 0))
 
 
+def use_threads(preset: dict) -> None:
+    """torch's intra-op thread count as the preset sets it: a computing step's first act (float sums,
+    so state digests, depend on it); never a side effect of computing a cache key."""
+    from conure_core.config import Preset
+
+    Preset.from_dict(preset).apply_threads()
+
+
 def load_lineage(state_dir: Path, device=None):
     from conure_core.checkpoint import load_state
 
@@ -111,6 +119,7 @@ def load_lineage(state_dir: Path, device=None):
 def stage_inputs(store, stage: str, index: int, ref: dict, parent: str | None, preset: dict, device=None):
     """(lineage, TaskData, TrainConfig) a stage starts from: the parent state, or T1's fresh lineage for
     the first task's train stage; the one place every stage driver (one process, torchrun ranks) reads."""
+    use_threads(preset)
     data = load_task_data(store.layout.root, ref)
     cfg = train_config(preset, index, ref)
     if parent:
@@ -151,9 +160,7 @@ def save_lineage(lineage, tmp_dir: Path) -> str:
 
 def train_config(preset: dict, index: int, ref: dict):
     """The TrainConfig of the task at 0-based ``index`` (preset + the manifest's overrides)."""
-    chosen = resolved_preset(preset, ref)
-    chosen.apply_threads()
-    return chosen.train_config(index, train_overrides(ref), ref.get("kind"))
+    return resolved_preset(preset, ref).train_config(index, train_overrides(ref), ref.get("kind"))
 
 
 def kind_of(name: str):

@@ -287,8 +287,11 @@ STAGE_TASKS = {"train": train, "prune": prune, "retrain": retrain}
 
 
 @task(name="evaluate", task_run_name=run_name("evaluate"), **cached(_eval_key))
-def evaluate(lineage: str, state: str, refs: list[dict], track: dict) -> dict:
-    """Every learned task's test metrics with the state after the latest task, plus free capacity."""
+def evaluate(lineage: str, state: str, refs: list[dict], track: dict, preset: dict | None = None) -> dict:
+    """Every learned task's test metrics with the state after the latest task, plus free capacity
+    (with ``preset``'s torch threads)."""
+    if preset:
+        adapters.use_threads(preset)
     lay = Layout()
     model = adapters.load_lineage(LineageStore(lay).state_path(state))
     tracker = _tracker(lineage, track)
@@ -419,6 +422,7 @@ def _baseline_key(_ctx, p: dict) -> str:
 def baseline(lineage: str, strategy: str, refs: list[dict], preset: dict, track: dict) -> dict:
     """A baseline strategy (SinMo, FineAll, ...) over an ordering, as one step: it keeps no lineage
     states, so its accuracy matrix is its output (logged to MLflow with a heatmap)."""
+    adapters.use_threads(preset)
     lay = Layout()
     data = [adapters.load_task_data(lay.root, r) for r in refs]
     overrides = {r["name"]: adapters.train_overrides(r) for r in refs}

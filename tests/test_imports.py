@@ -35,14 +35,18 @@ KIND_FACTS = """
 import json, sys
 import conure_core.kinds as kinds, data_contracts.manifest, tasks.reporting, flows.chain
 facts = {n: [k.t1, k.per_user, k.higher_is_better, k.metric, k.labels] for n, k in kinds.KINDS.items()}
+from conure_core.config import PRESETS
+from tasks.steps import stage_key  # a cached stage's key: the preset's TrainConfig of the task, no torch
+stage_key("train", {"preset": PRESETS["quick"].to_dict(), "index": 1, "parent": "p",
+                    "ref": {"name": "t", "digest": "d", "kind": "class", "num_items": 10}})
 loaded = sorted(m for m in ("torch", "mlflow", "great_expectations") if m in sys.modules)
 print(json.dumps({"facts": facts, "loaded": loaded}))
 """
 
 
 def test_the_kinds_facts_and_a_cached_runs_modules_load_no_torch_mlflow_or_gx():
-    """A re-run of cache hits reads task.yaml, the kinds' facts and HEAD: torch (~1 s), MLflow and GX
-    load only when a step computes (benchmarks.pipeline_overhead's rerun_frac)."""
+    """A re-run of cache hits reads task.yaml, the kinds' facts, HEAD and the steps' cache keys: torch
+    (~1 s), MLflow and GX load only when a step computes (benchmarks.pipeline_overhead's rerun_frac)."""
     out = subprocess.run([sys.executable, "-c", KIND_FACTS], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
