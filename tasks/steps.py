@@ -83,10 +83,9 @@ def close_flow_run(token: str) -> None:
 
 
 def parent_run(track: dict) -> str:
-    """The MLflow run of the flow run a step belongs to: started by the first step that needs it
-    (cache hits call no step), or ``track["flow_run"]`` itself when that is a run id."""
-    start = _flow_runs.get(track["flow_run"])
-    return start() if start else track["flow_run"]
+    """The MLflow run of the flow run a step belongs to, started by the first step that needs it
+    (cache hits call no step)."""
+    return _flow_runs[track["flow_run"]]()
 
 
 def tracker_for(lineage: str, experiment: str | None = None):
