@@ -11,16 +11,19 @@ from types import ModuleType
 class Deferred:
     """Module ``name``, imported on the first attribute access (``Deferred("torch").topk``)."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_module")
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._module: ModuleType | None = None
 
     def __getattr__(self, attr: str):
         return getattr(self.module(), attr)
 
     def module(self) -> ModuleType:
-        return importlib.import_module(self._name)  # sys.modules' entry after the first call
+        if self._module is None:  # kept: the kinds read it in their batch loops
+            self._module = importlib.import_module(self._name)
+        return self._module
 
     def __repr__(self) -> str:
         return f"<deferred module {self._name!r}>"

@@ -286,11 +286,10 @@ STAGE_TASKS = {"train": train, "prune": prune, "retrain": retrain}
 
 
 @task(name="evaluate", task_run_name=run_name("evaluate"), **cached(_eval_key))
-def evaluate(lineage: str, state: str, refs: list[dict], track: dict, preset: dict | None = None) -> dict:
+def evaluate(lineage: str, state: str, refs: list[dict], track: dict, preset: dict) -> dict:
     """Every learned task's test metrics with the state after the latest task, plus free capacity
     (with ``preset``'s torch threads)."""
-    if preset:
-        adapters.use_threads(preset)
+    adapters.use_threads(preset)
     lay = Layout()
     model = adapters.load_lineage(LineageStore(lay).state_path(state))
     tracker = _tracker(lineage, track)
